@@ -1,0 +1,170 @@
+"""The `unift` command: train, eval, data, demo.
+
+A user's mistake (`UserError`) is printed as one line `unift: error: ...` with exit status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from unift.errors import UserError
+
+EPILOG_TRAIN = """examples:
+  unift train configs/countdown_sft.yaml
+  unift train configs/countdown_sft.yaml method=dft train.lr=1e-4 output_dir=runs/dft
+  unift train configs/countdown_sft.yaml resume=true
+  unift train --help-config          (every config key with its default and meaning)"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unift", description="Post-training for causal language models: "
+                                "SFT, DFT, RFT (GRPO) and UFT.")
+    from unift import __version__
+
+    p.add_argument("--version", action="version", version=f"unift {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune a model from a YAML config",
+                       description="Fine-tune a model as a YAML config says; key=value pairs override it.",
+                       epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("config", nargs="?", help="YAML config file (see configs/)")
+    t.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key, e.g. train.lr=1e-4")
+    t.add_argument("--help-config", action="store_true", help="list every config key and exit")
+
+    e = sub.add_parser("eval", help="evaluate a model (greedy pass@1, sampled avg@k)",
+                       description="Evaluate a model on data with task rewards; writes results.json and "
+                                   "results.md (a table by data_source).")
+    e.add_argument("--model", default="smollm2-135m", help="HF directory, hub id, smollm2-135m or tiny")
+    e.add_argument("--data", required=True, help="data file (.parquet/.jsonl/.json) or data set id")
+    e.add_argument("--task", default="", help="reward task for every row (default: from data_source)")
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N rows")
+    e.add_argument("--k", type=int, default=0, help="also sample k responses per prompt for avg@k")
+    e.add_argument("--temperature", type=float, default=1.0, help="temperature for avg@k")
+    e.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling for avg@k")
+    e.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per response")
+    e.add_argument("--batch-size", type=int, default=32, help="prompts generated at once")
+    e.add_argument("--template", default="auto", choices=["auto", "plain", "chat"], help="prompt rendering")
+    e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="compute precision")
+    e.add_argument("--seed", type=int, default=0, help="sampling seed")
+    e.add_argument("--out", default="", help="output directory (default: print only)")
+
+    d = sub.add_parser("data", help="generate new task data with reference solutions",
+                       description="Generate problems with step-by-step reference solutions split into "
+                                   "pieces (for SFT targets and UFT hints), as JSONL.")
+    d.add_argument("task", help="countdown or kk_logic")
+    d.add_argument("--n", type=int, default=1000, help="number of problems")
+    d.add_argument("--seed", type=int, default=1, help="generator seed")
+    d.add_argument("--out", required=True, help="output .jsonl file")
+
+    m = sub.add_parser("demo", help="evaluate, fine-tune and re-evaluate the embedded model on Countdown",
+                       description="The main job: the embedded SmolLM2-135M-Instruct is evaluated on held-out "
+                                   "Countdown problems, fine-tuned on generated ones, and evaluated again.")
+    m.add_argument("--method", default="sft", choices=["sft", "dft"], help="fine-tuning method")
+    m.add_argument("--steps", type=int, default=0, help="optimizer steps (0 = the demo default)")
+    m.add_argument("--eval-n", type=int, default=0, help="held-out problems (0 = the demo default)")
+    m.add_argument("--model", default="smollm2-135m", help="model to start from")
+    m.add_argument("--out", default="runs/demo", help="output directory")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "eval":
+            return _eval(args)
+        if args.command == "data":
+            return _data(args)
+        if args.command == "demo":
+            from unift.demo import run_demo
+
+            run_demo(method=args.method, steps=args.steps, eval_n=args.eval_n, model=args.model,
+                     out=Path(args.out))
+            return 0
+        _parser().print_help()
+        return 2
+    except UserError as exc:
+        print(f"unift: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _train(args) -> int:
+    from unift.config import describe, load_config
+
+    if args.help_config:
+        print("\n".join(describe()))
+        return 0
+    if args.config and "=" in args.config and not os.path.exists(args.config):
+        args.overrides.insert(0, args.config)
+        args.config = None
+    cfg = load_config(args.config, args.overrides)
+    from unift.train.loop import train
+
+    final = train(cfg)
+    print(f"final model: {final}")
+    if cfg.eval.data:
+        from unift.evaluate import write_report
+
+        results = _run_eval(str(final), cfg.eval.data, cfg.data.task, cfg.eval.limit, cfg.eval.k,
+                            cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.batch_size,
+                            cfg.data.template, cfg.train.precision, cfg.seed)
+        write_report(results, Path(cfg.output_dir) / "eval", title=f"{cfg.method} {final}")
+        from unift.evaluate import markdown_table
+
+        print(markdown_table(results))
+    return 0
+
+
+def _run_eval(model_name, data, task, limit, k, temperature, top_p, max_new_tokens, batch_size, template,
+              precision, seed):
+    from unift.data.loading import load_examples
+    from unift.device import autocast_dtype, pick_device
+    from unift.evaluate import evaluate
+    from unift.models import load_model
+
+    examples = load_examples(data, limit=limit, task=task)
+    device = pick_device("auto")
+    model, tokenizer = load_model(model_name)
+    model.to(device)
+    return evaluate(model, tokenizer, examples, template=template, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
+                    autocast_dtype=autocast_dtype(precision, device))
+
+
+def _eval(args) -> int:
+    from unift.evaluate import markdown_table, write_report
+
+    for name, value, low in (("--limit", args.limit, 0), ("--k", args.k, 0), ("--max-new-tokens", args.max_new_tokens, 1),
+                             ("--batch-size", args.batch_size, 1)):
+        if value < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
+    results = _run_eval(args.model, args.data, args.task, args.limit, args.k, args.temperature, args.top_p,
+                        args.max_new_tokens, args.batch_size, args.template, args.precision, args.seed)
+    print(markdown_table(results, title=f"{args.model} on {args.data}"))
+    if args.out:
+        write_report(results, Path(args.out), title=f"{args.model} on {args.data}")
+        print(f"wrote {args.out}/results.json and results.md")
+    return 0
+
+
+def _data(args) -> int:
+    from unift.data.export import write_jsonl
+    from unift.tasks import generate
+
+    if args.n < 1:
+        raise UserError(f"--n must be at least 1, got {args.n}")
+    if not args.out.endswith(".jsonl"):
+        raise UserError(f"--out must be a .jsonl file, got {args.out}")
+    examples = generate(args.task, args.n, args.seed)
+    write_jsonl(examples, Path(args.out))
+    print(f"wrote {len(examples)} {args.task} problems to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""Typed run configuration: dataclasses with help text, loaded from YAML, overridden with key=value.
+
+A config file has a few top-level keys (method, model, output_dir, seed, resume) and sections
+(data, train, loss, log, checkpoint, eval). Every field is validated before any model is
+loaded: unknown keys get a "did you mean" suggestion, values are coerced to the field's type
+or rejected with a one-line `UserError`. The resolved config is saved next to every
+checkpoint (`config.yaml`).
+
+    unift train configs/countdown_sft.yaml train.lr=1e-4 method=dft
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unift.errors import UserError, suggest
+
+METHODS = ("sft", "dft")  # "rft" (GRPO) and "uft" arrive with the online RL loop.
+TEMPLATES = ("auto", "plain", "chat")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    """A dataclass field with help text (shown by `unift train --help-config`)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class DataConfig:
+    train: str = _f("", "training data: .parquet / .jsonl / .json file, a directory saved by "
+                        "datasets, or a hub data set id (official UFT verl parquet or TRL formats)")
+    task: str = _f("", "task whose reward scores the data (countdown, kk_logic, math, gsm8k); "
+                       "empty = from each row's data_source")
+    template: str = _f("auto", "prompt rendering: plain (TinyZero text as is), chat (the model's "
+                               "chat template), auto (plain for text prompts and verl data, chat "
+                               "for conversational TRL data)", choices=TEMPLATES)
+    max_prompt_tokens: int = _f(256, "longest allowed prompt; a longer one is an error")
+    max_response_tokens: int = _f(1024, "reference responses are truncated to this many tokens")
+    limit: int = _f(0, "use only the first N rows (0 = all)")
+    shuffle: bool = _f(True, "shuffle the training order each epoch (seeded)")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(0, "optimizer steps (0 = derive from epochs)")
+    epochs: float = _f(1.0, "passes over the data when steps = 0")
+    batch_size: int = _f(16, "examples per optimizer step (global batch)")
+    micro_batch_size: int = _f(4, "examples per forward/backward; the loss is normalised by the "
+                                  "token count of the whole batch, so results do not depend on it")
+    lr: float = _f(5e-5, "peak learning rate (AdamW)")
+    min_lr_ratio: float = _f(0.0, "cosine decays to lr * min_lr_ratio")
+    warmup_ratio: float = _f(0.1, "fraction of steps with linear warm-up")
+    schedule: str = _f("cosine", "learning-rate schedule after warm-up", choices=("cosine", "constant", "linear"))
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    beta1: float = _f(0.9, "AdamW beta1")
+    beta2: float = _f(0.95, "AdamW beta2")
+    grad_clip: float = _f(1.0, "clip the global gradient norm to this (0 = off)")
+    precision: str = _f("auto", "bf16 autocast with fp32 master weights, or fp32; auto = bf16 where "
+                                "the processor supports it", choices=PRECISIONS)
+    device: str = _f("auto", "cpu, cuda, cuda:N or auto")
+
+
+@dataclass
+class LossConfig:
+    dft_min_weight: float = _f(0.0, "DFT: floor on the detached token probability weight")
+    dft_nll_mix: float = _f(0.0, "DFT: weight alpha of plain NLL mixed in "
+                                 "(loss = (1-alpha) * DFT + alpha * NLL)")
+
+
+@dataclass
+class LogConfig:
+    every: int = _f(1, "log metrics every N optimizer steps")
+    tensorboard: bool = _f(True, "write TensorBoard event files to OUTPUT_DIR/tb")
+    wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
+    progress: bool = _f(True, "show a progress bar")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = _f(0, "save a resumable checkpoint every N steps (0 = only at the end)")
+    keep_last: int = _f(2, "keep this many most recent checkpoints")
+
+
+@dataclass
+class EvalConfig:
+    data: str = _f("", "held-out data evaluated after training (empty = none)")
+    limit: int = _f(0, "evaluate only the first N rows (0 = all)")
+    max_new_tokens: int = _f(256, "generation budget per response")
+    batch_size: int = _f(32, "prompts generated at once")
+    k: int = _f(0, "also sample k responses per prompt for avg@k (0 = greedy pass@1 only)")
+    temperature: float = _f(1.0, "sampling temperature for avg@k")
+    top_p: float = _f(1.0, "nucleus sampling for avg@k")
+
+
+@dataclass
+class Config:
+    method: str = _f("sft", "training method", choices=METHODS)
+    model: str = _f("smollm2-135m", "a local Hugging Face directory, a hub id, smollm2-135m "
+                                    "(embedded) or tiny (random, for tests)")
+    output_dir: str = _f("runs/unift", "where checkpoints, logs and the final model go")
+    seed: int = _f(0, "seed for data order, initialisation and sampling")
+    resume: bool = _f(False, "continue from the latest checkpoint in output_dir")
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ----------------------------------------------------------------------------- coercion
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Coerce a YAML or command-line value to `typ`, or raise a one-line UserError."""
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.replace("_", ""))
+            except ValueError:
+                pass
+        raise UserError(f"{where}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        if value is None:
+            return ""
+        raise UserError(f"{where}: expected a string, got {value!r}")
+    raise TypeError(f"unsupported config type {typ!r}")  # a bug, not a user error
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise UserError(f"{where or 'config'}: expected a mapping of keys, got {values!r}")
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in types_:
+            raise UserError(f"unknown config key '{path}'{suggest(str(key), types_)}")
+        typ = types_[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value, path)
+        else:
+            kwargs[key] = _coerce(value, typ, path)
+            choices = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("choices")
+            if choices and kwargs[key] not in choices:
+                raise UserError(f"{path}: unknown value '{kwargs[key]}'{suggest(kwargs[key], choices)}")
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict:
+    """['train.lr=1e-4', 'method=dft'] -> nested dict (values parsed as YAML scalars)."""
+    tree: dict = {}
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key=value (e.g. train.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def validate(cfg: Config) -> Config:
+    """Range and consistency checks that types alone cannot express."""
+    t, d, e = cfg.train, cfg.data, cfg.eval
+    checks = [
+        (t.batch_size >= 1, "train.batch_size must be at least 1"),
+        (t.micro_batch_size >= 1, "train.micro_batch_size must be at least 1"),
+        (t.steps >= 0, "train.steps must be >= 0"),
+        (t.steps > 0 or t.epochs > 0, "set train.steps or train.epochs above 0"),
+        (t.lr > 0, "train.lr must be positive"),
+        (0 <= t.warmup_ratio < 1, "train.warmup_ratio must be in [0, 1)"),
+        (0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]"),
+        (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)"),
+        (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
+        (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (d.max_prompt_tokens > 0, "data.max_prompt_tokens must be positive"),
+        (d.max_response_tokens > 0, "data.max_response_tokens must be positive"),
+        (d.limit >= 0, "data.limit must be >= 0"),
+        (0 <= cfg.loss.dft_min_weight <= 1, "loss.dft_min_weight must be in [0, 1]"),
+        (0 <= cfg.loss.dft_nll_mix <= 1, "loss.dft_nll_mix must be in [0, 1]"),
+        (cfg.log.every >= 1, "log.every must be at least 1"),
+        (cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0"),
+        (cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last must be at least 1"),
+        (e.max_new_tokens > 0, "eval.max_new_tokens must be positive"),
+        (e.batch_size >= 1, "eval.batch_size must be at least 1"),
+        (e.k >= 0, "eval.k must be >= 0"),
+        (e.temperature >= 0, "eval.temperature must be >= 0"),
+        (0 < e.top_p <= 1, "eval.top_p must be in (0, 1]"),
+        (bool(cfg.output_dir), "output_dir must not be empty"),
+        (bool(d.train), "data.train is empty: give a training data file (e.g. data.train=train.jsonl)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or none), apply key=value overrides, build and validate it."""
+    tree: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file {p} does not exist")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"config file {p} is not valid YAML{at}") from None
+        if not isinstance(tree, dict):
+            raise UserError(f"config file {p} must be a mapping of keys, got {type(tree).__name__}")
+    tree = _merge(tree, parse_overrides(overrides or []))
+    return validate(_build(Config, tree, ""))
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[str]:
+    """Lines 'key (type, default): help' for every field, for --help-config."""
+    lines = []
+    for f in dataclasses.fields(cls):
+        typ = _field_types(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(typ):
+            lines.extend(describe(typ, key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {key} = {default!r}  # {f.metadata.get('help', '')}")
+    return lines
+

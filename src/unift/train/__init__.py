@@ -1,0 +1,1 @@
+"""Training: the optimizer and schedule, checkpoints, metrics sinks and the training loop."""

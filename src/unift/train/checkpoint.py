@@ -1,0 +1,126 @@
+"""Resumable checkpoints, written atomically.
+
+Layout: OUTPUT_DIR/checkpoints/step-000050/
+    model/            Hugging Face format (safetensors), loadable by transformers and vLLM
+    optimizer.pt      optimizer and scheduler state
+    trainer_state.json  step, data position, RNG states (python, numpy, torch)
+    config.yaml       the resolved run config
+    manifest.json     size and sha256 of every file above
+
+A checkpoint is built in a temporary directory next to its final place and renamed into
+place only when complete, so a crash never leaves a half-written `step-*` directory. On load
+the manifest is checked; a damaged checkpoint is skipped (with a warning) in favour of the
+previous one. Only the newest `keep_last` checkpoints are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MANIFEST = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _write_manifest(directory: Path) -> None:
+    files = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    (directory / MANIFEST).write_text(json.dumps(files, indent=1))
+
+
+def verify(directory: Path) -> bool:
+    """True when every file listed in the manifest is present with its size and checksum."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        files = json.loads(manifest.read_text())
+    except json.JSONDecodeError:
+        return False
+    for name, meta in files.items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+            return False
+    return True
+
+
+def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
+                    trainer_state: dict[str, Any], config_yaml: str, keep_last: int = 2) -> Path:
+    from unift.models import save_model
+
+    root = output_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_model(model, tokenizer, tmp / "model")
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    torch.save({"rng": rng_state()}, tmp / "rng.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+    (tmp / "config.yaml").write_text(config_yaml)
+    _write_manifest(tmp)
+    if final.exists():  # same step saved again (e.g. end of a resumed run)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(root, keep_last)
+    return final
+
+
+def _prune(root: Path, keep_last: int) -> None:
+    steps = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in steps[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    for tmp in root.glob(".tmp-step-*"):  # left by a killed run
+        if not tmp.name.endswith(f"-{os.getpid()}"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """Newest checkpoint whose manifest verifies; damaged ones are skipped with a warning."""
+    root = output_dir / "checkpoints"
+    for candidate in sorted(root.glob("step-*"), reverse=True):
+        if verify(candidate):
+            return candidate
+        warnings.warn(f"checkpoint {candidate} is damaged (manifest check failed); trying an older one")
+    return None
+
+
+def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:
+    """Restore optimizer, scheduler and RNG; return the trainer state (step, data position)."""
+    opt = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(opt["optimizer"])
+    scheduler.load_state_dict(opt["scheduler"])
+    set_rng_state(torch.load(checkpoint / "rng.pt", map_location="cpu", weights_only=False)["rng"])
+    return json.loads((checkpoint / "trainer_state.json").read_text())

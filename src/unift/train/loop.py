@@ -1,0 +1,170 @@
+"""The training loop for the offline methods, SFT and DFT: one visible loop.
+
+    for each optimizer step:
+        batch      <- next `batch_size` examples of the seeded epoch order
+        normaliser <- number of TARGET tokens in the whole batch (global token mean)
+        for each micro-batch:  forward (bf16 autocast) -> token log-probs -> loss / normaliser -> backward
+        clip gradients -> AdamW step -> lr schedule step -> log -> checkpoint
+
+Because the loss of every micro-batch is divided by the token count of the whole step, the
+gradient does not depend on how the batch is split. Prompt tokens never carry loss: only
+tokens whose role is TARGET enter the mask. The online methods (RFT, UFT) keep the same
+shape with the batch replaced by a rollout, scoring and advantages.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from unift import losses
+from unift.config import Config, to_dict
+from unift.data.batching import Cursor, collate
+from unift.data.render import TARGET, Rendered
+from unift.device import autocast, autocast_dtype, pick_device
+from unift.errors import UserError
+from unift.train import checkpoint as ckpt
+from unift.train.metrics import MetricsLogger
+from unift.train.schedule import lr_multiplier
+from unift.train.setup import build_optimizer, load_sft_data, prepare_output_dir, seed_everything
+
+
+def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
+    """(logp [B, T], mask [B, T], normalizer) -> scalar loss, for cfg.method."""
+    if cfg.method == "sft":
+        return losses.nll_loss
+    if cfg.method == "dft":
+        return lambda logp, mask, norm: losses.dft_loss(logp, mask, norm, cfg.loss.dft_min_weight,
+                                                        cfg.loss.dft_nll_mix)
+    raise UserError(f"method '{cfg.method}' is not an offline method (sft, dft)")
+
+
+def train(cfg: Config) -> Path:
+    """Run SFT/DFT as configured; returns the directory of the final Hugging Face model."""
+    from unift.models import load_model, save_model
+
+    # Everything a user can get wrong is checked before the model is loaded.
+    examples = load_sft_data(cfg)
+    output_dir = prepare_output_dir(cfg)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.train.device)
+    model, tokenizer = load_model(cfg.model, seed=cfg.seed)
+    model.to(device).train()
+    amp = autocast_dtype(cfg.train.precision, device)
+    data = [r for r in (render_all(examples, tokenizer, cfg))]
+
+    steps_per_epoch = math.ceil(len(data) / cfg.train.batch_size)
+    total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
+    warmup = int(cfg.train.warmup_ratio * total)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, total, warmup, cfg.train.schedule, cfg.train.min_lr_ratio))
+
+    step, cursor = 0, Cursor()
+    resume_from = ckpt.latest_checkpoint(output_dir) if cfg.resume else None
+    if resume_from is not None:
+        resumed, _ = load_model(str(resume_from / "model"))
+        model.load_state_dict(resumed.state_dict())
+        del resumed
+        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
+        step, cursor = state["step"], Cursor(**state["cursor"])
+        print(f"resumed from {resume_from} at step {step}")
+
+    config_yaml = _config_yaml(cfg)
+    (output_dir / "config.yaml").write_text(config_yaml)
+    logger = MetricsLogger(output_dir, total, step, cfg.log.tensorboard, cfg.log.wandb, cfg.log.progress,
+                           run_name=output_dir.name, config=to_dict(cfg))
+    loss_fn = loss_function(cfg)
+
+    def save(at_step: int) -> None:
+        ckpt.save_checkpoint(output_dir, at_step, model, tokenizer, optimizer, scheduler,
+                             {"step": at_step, "cursor": cursor.as_dict(), "total_steps": total},
+                             config_yaml, cfg.checkpoint.keep_last)
+
+    try:
+        while step < total:
+            started = time.perf_counter()
+            indices, cursor = cursor.take(cfg.train.batch_size, len(data), cfg.seed, cfg.data.shuffle)
+            batch = [data[i] for i in indices]
+            normalizer = max(1, sum(r.roles[1:].count(TARGET) for r in batch))  # global token count
+            stats = {"loss": 0.0, "nll_sum": 0.0, "prob_sum": 0.0, "tokens": 0}
+            for start in range(0, len(batch), cfg.train.micro_batch_size):
+                micro = collate(batch[start:start + cfg.train.micro_batch_size], tokenizer.pad_token_id, device)
+                with autocast(device, amp):
+                    logits = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
+                logp = losses.token_logprobs(logits[:, :-1], micro.input_ids[:, 1:])  # [b, T-1]
+                mask = micro.roles[:, 1:] == TARGET                                   # [b, T-1]
+                loss = loss_fn(logp, mask, normalizer)
+                loss.backward()
+                with torch.no_grad():
+                    stats["loss"] += loss.item()
+                    stats["nll_sum"] += losses.masked_sum(-logp, mask).item()
+                    stats["prob_sum"] += losses.masked_sum(logp.exp(), mask).item()
+                    stats["tokens"] += int(micro.attention_mask.sum())
+
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
+            finite = bool(torch.isfinite(grad_norm)) and math.isfinite(stats["loss"])
+            if finite:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+
+            elapsed = time.perf_counter() - started
+            metrics = {
+                "loss": stats["loss"],
+                "nll": stats["nll_sum"] / normalizer,
+                "mean_token_prob": stats["prob_sum"] / normalizer,
+                "grad_norm": float(grad_norm),
+                "lr": scheduler.get_last_lr()[0],
+                "epoch": cursor.consumed / len(data),
+                "target_tokens": normalizer,
+                "tokens_per_s": stats["tokens"] / elapsed,
+                "step_time_s": elapsed,
+                "skipped_nonfinite": int(not finite),
+            }
+            if not finite:
+                print(f"step {step}: non-finite loss or gradient, update skipped")
+            if step % cfg.log.every == 0 or step == total:
+                logger.log(step, metrics)
+            logger.progress(step, {"loss": metrics["loss"], "tok/s": round(metrics["tokens_per_s"])})
+            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total:
+                save(step)
+    except KeyboardInterrupt:
+        save(step)
+        logger.close()
+        raise UserError(f"interrupted at step {step}; checkpoint saved, continue with resume=true") from None
+    save(step)
+    logger.close()
+    final = output_dir / "final"
+    save_model(model, tokenizer, final)
+    return final
+
+
+def render_all(examples, tokenizer, cfg: Config) -> list[Rendered]:
+    from unift.data.render import render_sft
+
+    out = []
+    truncated = 0
+    for i, ex in enumerate(examples):
+        r = render_sft(ex, tokenizer, cfg.data.template, cfg.data.max_prompt_tokens,
+                       cfg.data.max_response_tokens, where=f"{cfg.data.train} row {i}")
+        truncated += r.truncated
+        out.append(r)
+    if truncated:
+        print(f"note: {truncated} of {len(out)} reference responses were cut to "
+              f"data.max_response_tokens={cfg.data.max_response_tokens}")
+    return out
+
+
+def _config_yaml(cfg: Config) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+

@@ -1,0 +1,60 @@
+"""Run set-up shared by the training loops: data checks, output directory, seeding, optimizer."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from unift.config import Config
+from unift.errors import UserError
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def load_sft_data(cfg: Config):
+    """Load the training rows and check they carry what SFT/DFT needs."""
+    from unift.data.loading import load_examples
+
+    examples = load_examples(cfg.data.train, limit=cfg.data.limit, task=cfg.data.task)
+    for i, ex in enumerate(examples):
+        if ex.completion is None:
+            raise UserError(f"{cfg.data.train} row {i}: no reference response for {cfg.method} "
+                            f"(needs a 'completion' column, an 'answer' column in verl data, or an "
+                            f"assistant message last in 'messages')")
+    return examples
+
+
+def prepare_output_dir(cfg: Config) -> Path:
+    """Create output_dir, check it is writable and not an earlier run (unless resuming)."""
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} exists and is not a directory")
+    if out.is_dir() and not cfg.resume and any((out / name).exists() for name in ("checkpoints", "final")):
+        raise UserError(f"output_dir {out} already holds a run; set resume=true to continue it "
+                        f"or choose another output_dir")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"output_dir {out} is not writable ({exc.strerror})") from None
+    return out
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and norm weights (1-D parameters)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2),
+                             fused=False)
