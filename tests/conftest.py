@@ -1,0 +1,25 @@
+"""Shared fixtures: generated Countdown data and the location of the official UFT data."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "uft"
+
+
+@pytest.fixture(scope="session")
+def uft_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("official UFT data not found next to the repository (../shared/data/uft)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def countdown_jsonl(tmp_path_factory) -> Path:
+    from unift.data.export import write_jsonl
+    from unift.tasks.countdown import CountdownTask
+
+    path = tmp_path_factory.mktemp("data") / "countdown.jsonl"
+    write_jsonl(CountdownTask().generate(24, seed=5, min_numbers=3, max_numbers=3), path)
+    return path
