@@ -130,10 +130,11 @@ def _run_eval(model_name, data, task, limit, k, temperature, top_p, max_new_toke
     examples = load_examples(data, limit=limit, task=task)
     device = pick_device("auto")
     model, tokenizer = load_model(model_name)
-    model.to(device)
+    # Evaluation needs no fp32 master weights: run the whole model in the compute dtype.
+    dtype = autocast_dtype(precision, device)
+    model.to(device=device, dtype=dtype or model.dtype)
     return evaluate(model, tokenizer, examples, template=template, max_new_tokens=max_new_tokens,
-                    batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
-                    autocast_dtype=autocast_dtype(precision, device))
+                    batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed)
 
 
 def _eval(args) -> int:

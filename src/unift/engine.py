@@ -122,7 +122,7 @@ class HFEngine:
         for _ in range(params.max_new_tokens):
             with self._autocast():
                 result = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos,
-                                    past_key_values=past, use_cache=True)
+                                    past_key_values=past, use_cache=True, logits_to_keep=1)
             past = result.past_key_values
             logits = result.logits[:, -1, :].float()  # [B, V]
             tokens, logps = sample_next(logits, params.temperature, params.top_p, generator)
