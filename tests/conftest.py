@@ -23,3 +23,11 @@ def countdown_jsonl(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "countdown.jsonl"
     write_jsonl(CountdownTask().generate(24, seed=5, min_numbers=3, max_numbers=3), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The tiny random Llama with the embedded tokenizer: (model, tokenizer)."""
+    from unift.models import load_model
+
+    return load_model("tiny", seed=0)

@@ -26,6 +26,7 @@ from unift.config import Config, to_dict
 from unift.data.batching import Cursor, collate
 from unift.data.render import TARGET, Rendered
 from unift.device import autocast, autocast_dtype, pick_device
+from unift.logprobs import sequence_logprobs
 from unift.errors import UserError
 from unift.train import checkpoint as ckpt
 from unift.train.metrics import MetricsLogger
@@ -89,21 +90,20 @@ def train(cfg: Config) -> Path:
         while step < total:
             started = time.perf_counter()
             indices, cursor = cursor.take(cfg.train.batch_size, len(data), cfg.seed, cfg.data.shuffle)
-            batch = [data[i] for i in indices]
+            batch = sorted((data[i] for i in indices), key=lambda r: len(r.input_ids))  # less padding per micro-batch
             normalizer = max(1, sum(r.roles[1:].count(TARGET) for r in batch))  # global token count
             stats = {"loss": 0.0, "nll_sum": 0.0, "prob_sum": 0.0, "tokens": 0}
             for start in range(0, len(batch), cfg.train.micro_batch_size):
                 micro = collate(batch[start:start + cfg.train.micro_batch_size], tokenizer.pad_token_id, device)
-                with autocast(device, amp):
-                    logits = model(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
-                logp = losses.token_logprobs(logits[:, :-1], micro.input_ids[:, 1:])  # [b, T-1]
                 mask = micro.roles[:, 1:] == TARGET                                   # [b, T-1]
+                with autocast(device, amp):
+                    logp = sequence_logprobs(model, micro.input_ids, micro.attention_mask, mask)  # [b, T-1]
                 loss = loss_fn(logp, mask, normalizer)
                 loss.backward()
                 with torch.no_grad():
                     stats["loss"] += loss.item()
                     stats["nll_sum"] += losses.masked_sum(-logp, mask).item()
-                    stats["prob_sum"] += losses.masked_sum(logp.exp(), mask).item()
+                    stats["prob_sum"] += logp[mask].exp().sum().item()
                     stats["tokens"] += int(micro.attention_mask.sum())
 
             grad_norm = torch.nn.utils.clip_grad_norm_(

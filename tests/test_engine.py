@@ -1,0 +1,53 @@
+"""The KV-cache sampler: greedy output equals a full recomputation, log-probs are right,
+stop strings and EOS end a row, sampling is seeded."""
+
+import torch
+
+from unift.engine import HFEngine, SamplingParams, sample_next
+
+
+def test_greedy_matches_full_forward_with_left_padding(tiny):
+    model, tok = tiny
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+    engine = HFEngine(model, tok, batch_size=3)
+    out = engine.generate(prompts, SamplingParams(max_new_tokens=6, temperature=0.0, stop=()))
+    for comp, prompt in zip(out, prompts):
+        seq = list(prompt)
+        for token, logp in zip(comp.token_ids, comp.logprobs):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([seq])).logits[0, -1]
+            assert token == int(logits.argmax())
+            assert abs(logp - float(logits.log_softmax(-1)[token])) < 1e-4
+            seq.append(token)
+        assert comp.finish_reason in ("length", "eos")
+
+
+def test_n_samples_grouped_and_seeded(tiny):
+    model, tok = tiny
+    params = SamplingParams(max_new_tokens=5, temperature=1.0, n=3, stop=(), seed=7)
+    a = HFEngine(model, tok, batch_size=4).generate([[5, 6], [7, 8, 9]], params)
+    b = HFEngine(model, tok, batch_size=2).generate([[5, 6], [7, 8, 9]], params)
+    assert [c.prompt_index for c in a] == [0, 0, 0, 1, 1, 1]
+    assert len({tuple(c.token_ids) for c in a}) > 1
+    c = HFEngine(model, tok, batch_size=4).generate([[5, 6], [7, 8, 9]], params)
+    assert [x.token_ids for x in a] == [x.token_ids for x in c]  # same seed, same batching: same samples
+    assert len(b) == 6
+    assert all(len(c.token_ids) == len(c.logprobs) == 5 for c in a)
+
+
+def test_stop_string_ends_a_row(tiny):
+    model, tok = tiny
+    engine = HFEngine(model, tok)
+    out = engine.generate([[5, 6]], SamplingParams(max_new_tokens=8, temperature=0.0, stop=()))
+    text = tok.decode(out[0].token_ids[:3])
+    stopped = engine.generate([[5, 6]], SamplingParams(max_new_tokens=8, temperature=0.0, stop=(text,)))
+    assert stopped[0].finish_reason == "stop" and len(stopped[0].token_ids) <= 3
+
+
+def test_top_p_keeps_only_the_nucleus():
+    logits = torch.log(torch.tensor([[0.6, 0.3, 0.1]]))
+    g = torch.Generator().manual_seed(0)
+    draws = {int(sample_next(logits, 1.0, 0.5, g)[0]) for _ in range(50)}
+    assert draws == {0}
+    tokens, logp = sample_next(logits, 0.0, 1.0, None)
+    assert int(tokens[0]) == 0 and abs(float(logp[0]) - torch.log(torch.tensor(0.6)).item()) < 1e-6
