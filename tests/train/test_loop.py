@@ -83,3 +83,15 @@ def test_checkpoint_layout_and_damage_fallback(tmp_path, countdown_jsonl):
         fh.write(b"garbage")
     with pytest.warns(UserWarning, match="damaged"):
         assert latest_checkpoint(out) == out / "checkpoints" / "step-000002"
+
+
+@pytest.mark.slow
+def test_embedded_model_trains_one_dft_step(tmp_path, countdown_jsonl):
+    cfg = load_config(None, [f"output_dir={tmp_path / 'emb'}", f"data.train={countdown_jsonl}", "model=smollm2-135m",
+                             "method=dft", "train.steps=1", "train.batch_size=2", "train.micro_batch_size=2",
+                             "log.progress=false", "log.tensorboard=false"])
+    final = train(cfg)
+    m = metrics(tmp_path / "emb")[0]
+    # The embedded instruct model already finds Countdown references fairly likely; a random one would not.
+    assert 0.0 < m["nll"] < 5.0 and 0.05 < m["mean_token_prob"] < 1.0
+    assert (final / "model.safetensors").stat().st_size > 250e6

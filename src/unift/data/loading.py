@@ -152,7 +152,11 @@ def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
 
     task = str(row.get("task") or "")
     if not task and row.get("data_source"):
-        task = task_for_data_source(str(row["data_source"]))
+        try:
+            task = task_for_data_source(str(row["data_source"]))
+        except UserError:
+            task = ""  # fine for SFT/DFT; evaluation and RL ask for data.task
+
     data_source = str(row.get("data_source") or task or default_source)
     return Example(prompt=prompt, completion=completion, pieces=pieces, ground_truth=ground_truth,
                    data_source=data_source, task=task, extra=extra)
