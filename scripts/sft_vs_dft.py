@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--methods", default="base,sft,dft", help="comma-separated subset of base,sft,dft")
     args = ap.parse_args()
 
-    from unift.cli import _run_eval
+    from unift.evaluate import evaluate_model
     from unift.config import load_config
     from unift.evaluate import write_report
     from unift.train.loop import train
@@ -71,7 +71,7 @@ def main() -> None:
         for name, path in sets.items():
             if name == "train":
                 continue
-            r = _run_eval(model, str(path), "", 0, 0, 1.0, 1.0, budgets[name], 50, "auto", "auto", 0)
+            r = evaluate_model(model, str(path), max_new_tokens=budgets[name], batch_size=50)
             write_report(r, out / "eval" / method / name.split(" ")[0], title=f"{method} on {name}")
             results.setdefault(method, {})[name] = r["overall"]
             print(method, name, r["overall"], flush=True)

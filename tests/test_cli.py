@@ -82,3 +82,20 @@ def test_no_traceback_from_the_real_command(tmp_path):
                            f"output_dir={tmp_path / 'o'}"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("unift: error:") and "Traceback" not in proc.stderr
+
+
+def test_eval_command_and_its_errors(tmp_path, capsys, countdown_jsonl):
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", "tiny", "--data", str(countdown_jsonl), "--limit", "2", "--max-new-tokens", "3",
+                 "--out", str(out)]) == 0
+    assert (out / "results.json").exists() and (out / "results.md").exists()
+    assert "--top-p must be in (0, 1]" in error_of(["eval", "--data", str(countdown_jsonl), "--top-p", "0"], capsys)
+    assert "--temperature must be >= 0" in error_of(["eval", "--data", str(countdown_jsonl), "--temperature", "-1"],
+                                                    capsys)
+    bad_gt = tmp_path / "bad_gt.jsonl"
+    bad_gt.write_text(json.dumps({"prompt": "p", "ground_truth": {"numbers": [1, "x"]}, "task": "countdown"}) + "\n")
+    assert "evaluation row 0: malformed ground truth" in error_of(
+        ["eval", "--model", "tiny", "--data", str(bad_gt), "--out", str(tmp_path / "e2")], capsys)
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    assert "is not a directory" in error_of(["eval", "--data", str(countdown_jsonl), "--out", str(a_file)], capsys)

@@ -56,7 +56,7 @@ def test_bad_files(tmp_path):
 
 
 def test_parse_overrides_nested():
-    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": 1}, "d": "x"}}
+    assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": "1"}, "d": "x"}}
 
 
 def test_describe_lists_every_key():

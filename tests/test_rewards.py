@@ -118,7 +118,7 @@ def test_hostile_completions(name):
         for text in (payload, f"<answer>{payload}</answer>", [{"role": "assistant", "content": payload}], None):
             start = time.perf_counter()
             (score,) = func(completions=[text], ground_truth=[gt])
-            assert time.perf_counter() - start < 1.0
+            assert time.perf_counter() - start < 5.0
             assert 0.0 <= score <= 1.0
 
 

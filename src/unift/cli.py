@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--template", default="auto", choices=["auto", "plain", "chat"], help="prompt rendering")
     e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="compute precision")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
-    e.add_argument("--out", default="", help="output directory (default: print only)")
+    e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    e.add_argument("--out", default="runs/eval", help="directory for results.json and results.md")
 
     d = sub.add_parser("data", help="generate new task data with reference solutions",
                        description="Generate problems with step-by-step reference solutions split into "
@@ -71,8 +72,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _quiet_libraries() -> None:
+    """Keep the terminal for unift's own progress: no per-file load/save bars from transformers."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command:
+        _quiet_libraries()
     try:
         if args.command == "train":
             return _train(args)
@@ -108,11 +123,13 @@ def _train(args) -> int:
     final = train(cfg)
     print(f"final model: {final}")
     if cfg.eval.data:
-        from unift.evaluate import write_report
+        from unift.evaluate import evaluate_model, write_report
 
-        results = _run_eval(str(final), cfg.eval.data, cfg.data.task, cfg.eval.limit, cfg.eval.k,
-                            cfg.eval.temperature, cfg.eval.top_p, cfg.eval.max_new_tokens, cfg.eval.batch_size,
-                            cfg.data.template, cfg.train.precision, cfg.seed)
+        results = evaluate_model(str(final), cfg.eval.data, task=cfg.eval.task, limit=cfg.eval.limit, k=cfg.eval.k,
+                                 temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
+                                 max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                                 template=cfg.data.template, precision=cfg.train.precision, device=cfg.train.device,
+                                 seed=cfg.seed, max_prompt_tokens=cfg.data.max_prompt_tokens)
         write_report(results, Path(cfg.output_dir) / "eval", title=f"{cfg.method} {final}")
         from unift.evaluate import markdown_table
 
@@ -120,36 +137,27 @@ def _train(args) -> int:
     return 0
 
 
-def _run_eval(model_name, data, task, limit, k, temperature, top_p, max_new_tokens, batch_size, template,
-              precision, seed):
-    from unift.data.loading import load_examples
-    from unift.device import autocast_dtype, pick_device
-    from unift.evaluate import evaluate
-    from unift.models import load_model
-
-    examples = load_examples(data, limit=limit, task=task)
-    device = pick_device("auto")
-    model, tokenizer = load_model(model_name)
-    # Evaluation needs no fp32 master weights: run the whole model in the compute dtype.
-    dtype = autocast_dtype(precision, device)
-    model.to(device=device, dtype=dtype or model.dtype)
-    return evaluate(model, tokenizer, examples, template=template, max_new_tokens=max_new_tokens,
-                    batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed)
-
-
 def _eval(args) -> int:
-    from unift.evaluate import markdown_table, write_report
+    from unift.evaluate import evaluate_model, markdown_table, write_report
+    from unift.train.setup import create_dir
 
     for name, value, low in (("--limit", args.limit, 0), ("--k", args.k, 0), ("--max-new-tokens", args.max_new_tokens, 1),
-                             ("--batch-size", args.batch_size, 1)):
+                             ("--batch-size", args.batch_size, 1), ("--temperature", args.temperature, 0)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
-    results = _run_eval(args.model, args.data, args.task, args.limit, args.k, args.temperature, args.top_p,
-                        args.max_new_tokens, args.batch_size, args.template, args.precision, args.seed)
-    print(markdown_table(results, title=f"{args.model} on {args.data}"))
-    if args.out:
-        write_report(results, Path(args.out), title=f"{args.model} on {args.data}")
-        print(f"wrote {args.out}/results.json and results.md")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must be in (0, 1], got {args.top_p}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    results = evaluate_model(args.model, args.data, task=args.task, limit=args.limit, k=args.k,
+                             temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                             batch_size=args.batch_size, template=args.template, precision=args.precision,
+                             device=args.device, seed=args.seed, check_out=out)
+    title = f"{args.model} on {args.data}"
+    print(markdown_table(results, title=title))
+    write_report(results, create_dir(out, "--out"), title=title)
+    print(f"wrote {out}/results.json and {out}/results.md")
     return 0
 
 

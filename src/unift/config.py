@@ -21,7 +21,9 @@ import yaml
 
 from unift.errors import UserError, suggest
 
-METHODS = ("sft", "dft")  # "rft" (GRPO) and "uft" arrive with the online RL loop.
+METHODS = ("sft", "dft", "rft", "uft", "r3")
+OFFLINE_METHODS = ("sft", "dft")
+HINT_SCHEDULES = ("cosine", "uniform", "staged", "adaptive")
 TEMPLATES = ("auto", "plain", "chat")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -76,6 +78,48 @@ class LossConfig:
 
 
 @dataclass
+class RLConfig:
+    """Online RL (rft, uft, r3): GRPO with verifiable rewards. Names follow TRL's GRPOConfig."""
+
+    prompts_per_step: int = _f(8, "prompts per optimizer step; each gets num_generations completions")
+    num_generations: int = _f(4, "completions per prompt (the GRPO group size n)")
+    max_new_tokens: int = _f(256, "longest completion (max_completion_length)")
+    temperature: float = _f(1.0, "sampling temperature of the rollouts (and of the training log-probs)")
+    top_p: float = _f(1.0, "nucleus sampling of the rollouts")
+    stop: str = _f("</answer>", "stop string that ends a completion (empty = only EOS)")
+    generation_batch_size: int = _f(64, "sequences generated at once")
+    updates_per_step: int = _f(1, "optimizer updates per rollout batch (PPO mini-batches)")
+    epochs: int = _f(1, "passes over each rollout batch (PPO epochs)")
+    epsilon: float = _f(0.2, "PPO clip range (lower side, and upper side unless epsilon_high is set)")
+    epsilon_high: float = _f(0.0, "upper clip range (DAPO clip-higher, e.g. 0.28); 0 = epsilon")
+    loss_aggregation: str = _f("token-mean", "token-mean (DAPO), seq-mean-token-mean (GRPO), dr-grpo",
+                               choices=("token-mean", "seq-mean-token-mean", "dr-grpo"))
+    scale_rewards: str = _f("group", "advantage scaling: group std (GRPO), batch std, none (Dr. GRPO)",
+                            choices=("group", "batch", "none"))
+    kl_coef: float = _f(0.0, "weight of the k3 KL penalty to the frozen initial model (0 = no reference "
+                             "model is loaded)")
+    entropy_coef: float = _f(0.0, "weight of the entropy bonus (official UFT: 0.001)")
+    mask_truncated: bool = _f(False, "completions cut by max_new_tokens get no policy loss")
+
+
+@dataclass
+class HintConfig:
+    """UFT hints: a prefix of the reference solution, shrinking over training (Liu et al. 2025)."""
+
+    schedule: str = _f("cosine", "cosine (UFT), uniform (R3), staged (official stage baseline), "
+                                 "adaptive (per-prompt, keeps success near adaptive_target)",
+                       choices=HINT_SCHEDULES)
+    p_high: float = _f(0.95, "hint fraction p(t) at the start of the cosine")
+    p_low: float = _f(0.05, "hint fraction p(t) at step t_hint; 0 afterwards")
+    t_hint: int = _f(300, "steps over which hints fade out (official: 300 of 500)")
+    max_chunks: int = _f(5, "solutions are revealed in at most this many equal chunks")
+    beta: float = _f(0.001, "weight of the log-likelihood term on hint tokens (official: 0.001)")
+    loss: str = _f("nll", "hint log-likelihood term: nll, or dft (DFT-weighted)", choices=("nll", "dft"))
+    adaptive_target: float = _f(0.5, "adaptive: target success rate per prompt")
+    adaptive_alpha: float = _f(0.5, "adaptive: moving-average weight of the newest success rate")
+
+
+@dataclass
 class LogConfig:
     every: int = _f(1, "log metrics every N optimizer steps")
     tensorboard: bool = _f(True, "write TensorBoard event files to OUTPUT_DIR/tb")
@@ -92,6 +136,7 @@ class CheckpointConfig:
 @dataclass
 class EvalConfig:
     data: str = _f("", "held-out data evaluated after training (empty = none)")
+    task: str = _f("", "reward task for the evaluation rows (empty = from each row's data_source)")
     limit: int = _f(0, "evaluate only the first N rows (0 = all)")
     max_new_tokens: int = _f(256, "generation budget per response")
     batch_size: int = _f(32, "prompts generated at once")
@@ -111,6 +156,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    hints: HintConfig = field(default_factory=HintConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -199,17 +246,13 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
 
 
 def parse_overrides(overrides: list[str]) -> dict:
-    """['train.lr=1e-4', 'method=dft'] -> nested dict (values parsed as YAML scalars)."""
+    """['train.lr=1e-4', 'method=dft'] -> nested dict of raw strings."""
     tree: dict = {}
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override '{item}' is not of the form key=value (e.g. train.lr=1e-4)")
         key, raw = item.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        _set_dotted(tree, key.strip(), value)
+        _set_dotted(tree, key.strip(), raw)  # typed by the field it sets (see _coerce)
     return tree
 
 
@@ -256,6 +299,30 @@ def validate(cfg: Config) -> Config:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+    r, h = cfg.rl, cfg.hints
+    rl_checks = [
+        (r.prompts_per_step >= 1, "rl.prompts_per_step must be at least 1"),
+        (r.num_generations >= 2, "rl.num_generations must be at least 2 (GRPO compares completions of a prompt)"),
+        (r.max_new_tokens >= 1, "rl.max_new_tokens must be at least 1"),
+        (r.temperature > 0, "rl.temperature must be positive (RL samples its rollouts)"),
+        (0 < r.top_p <= 1, "rl.top_p must be in (0, 1]"),
+        (r.generation_batch_size >= 1, "rl.generation_batch_size must be at least 1"),
+        (r.updates_per_step >= 1 and r.epochs >= 1, "rl.updates_per_step and rl.epochs must be at least 1"),
+        (r.prompts_per_step % r.updates_per_step == 0,
+         "rl.prompts_per_step must be divisible by rl.updates_per_step (whole groups per update)"),
+        (r.epsilon > 0 and r.epsilon_high >= 0, "rl.epsilon must be positive and rl.epsilon_high >= 0"),
+        (r.kl_coef >= 0 and r.entropy_coef >= 0, "rl.kl_coef and rl.entropy_coef must be >= 0"),
+        (0 <= h.p_low <= h.p_high <= 1, "hints: need 0 <= p_low <= p_high <= 1"),
+        (h.t_hint >= 0, "hints.t_hint must be >= 0"),
+        (h.max_chunks >= 1, "hints.max_chunks must be at least 1"),
+        (h.beta >= 0, "hints.beta must be >= 0"),
+        (0 < h.adaptive_target < 1, "hints.adaptive_target must be in (0, 1)"),
+        (0 < h.adaptive_alpha <= 1, "hints.adaptive_alpha must be in (0, 1]"),
+    ]
+    if cfg.method not in OFFLINE_METHODS:
+        for ok, message in rl_checks:
+            if not ok:
+                raise UserError(message)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
     return cfg

@@ -41,10 +41,10 @@ def _make_data(out: Path, eval_n: int) -> tuple[Path, Path]:
 
 
 def _evaluate(model_name: str, data: Path, label: str) -> dict:
-    from unift.cli import _run_eval
+    from unift.evaluate import evaluate_model
 
     started = time.time()
-    results = _run_eval(model_name, str(data), "", 0, 0, 1.0, 1.0, MAX_NEW_TOKENS, 50, "auto", "auto", 0)
+    results = evaluate_model(model_name, str(data), max_new_tokens=MAX_NEW_TOKENS, batch_size=50)
     o = results["overall"]
     print(f"[demo] {label}: pass@1 {100 * o['pass@1']:.1f}%, formatted {100 * o['formatted']:.1f}% "
           f"({time.time() - started:.0f} s)")

@@ -70,7 +70,7 @@ class HFEngine:
         self.batch_size = batch_size
         self.autocast_dtype = autocast_dtype
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.eos_ids = {i for i in [tokenizer.eos_token_id] if i is not None}
+        self.eos_ids = end_token_ids(model, tokenizer)
 
     def _autocast(self):
         if self.autocast_dtype is None:
@@ -148,6 +148,14 @@ class HFEngine:
         # A stop string spans at most `tail_chars` tokens; decode only that tail.
         text = self.tokenizer.decode(ids[-tail_chars:], skip_special_tokens=False)
         return any(s in text for s in stops)
+
+
+def end_token_ids(model, tokenizer) -> set[int]:
+    """EOS of the tokenizer plus every end token the model's generation config lists."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return {int(i) for i in ids if i is not None}
 
 
 def completion_text(tokenizer, completion: Completion) -> str:

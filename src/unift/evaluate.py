@@ -33,6 +33,17 @@ def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto
             raise UserError(f"evaluation row {i} has no ground truth (column ground_truth or "
                             f"reward_model.ground_truth)")
     tasks = {ex.task: get_task(ex.task) for ex in examples}
+
+    def score(i: int, text: str):
+        ex = examples[i]
+        try:
+            return tasks[ex.task].score(text, ex.ground_truth)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"evaluation row {i}: malformed ground truth for task {ex.task} "
+                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+    for i in range(len(examples)):  # malformed ground truths fail now, not after generation
+        score(i, "<answer> 0 </answer>")
     prompts = [render_prompt(ex, tokenizer, template, max_prompt_tokens=max_prompt_tokens,
                              where=f"evaluation row {i}").input_ids for i, ex in enumerate(examples)]
     engine = HFEngine(model, tokenizer, batch_size=batch_size, autocast_dtype=autocast_dtype)
@@ -49,7 +60,7 @@ def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto
     samples = []
     for i, (ex, comp) in enumerate(zip(examples, greedy)):
         text = completion_text(tokenizer, comp)
-        reward = tasks[ex.task].score(text, ex.ground_truth)
+        reward = score(i, text)
         row = per_source[ex.data_source or ex.task]
         row["n"] += 1
         row["correct"] += reward.score >= CORRECT_SCORE
@@ -60,8 +71,8 @@ def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto
                             "answer": reward.answer})
     for comp in sampled:
         ex = examples[comp.prompt_index]
-        score = tasks[ex.task].score(completion_text(tokenizer, comp), ex.ground_truth).score
-        per_source[ex.data_source or ex.task]["sampled_correct"] += score >= CORRECT_SCORE
+        score_ = score(comp.prompt_index, completion_text(tokenizer, comp)).score
+        per_source[ex.data_source or ex.task]["sampled_correct"] += score_ >= CORRECT_SCORE
 
     def summarise(row: dict[str, float]) -> dict[str, float]:
         n = row["n"]
@@ -78,6 +89,30 @@ def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto
     return {"overall": summarise(total), "by_source": {s: summarise(r) for s, r in sorted(per_source.items())},
             "seconds": seconds, "k": k, "temperature": temperature, "max_new_tokens": max_new_tokens,
             "samples": samples}
+
+
+def evaluate_model(model_name: str, data: str, *, task: str = "", limit: int = 0, k: int = 0,
+                   temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32,
+                   template: str = "auto", precision: str = "auto", device: str = "auto", seed: int = 0,
+                   max_prompt_tokens: int = 0, check_out: Path | None = None) -> dict[str, Any]:
+    """Load data and model by name and evaluate; the model runs wholly in the compute dtype
+    (bf16 where supported), since evaluation needs no fp32 master weights."""
+    from unift.data.loading import load_examples
+    from unift.device import autocast_dtype, pick_device
+    from unift.models import load_model
+
+    examples = load_examples(data, limit=limit, task=task)
+    if check_out is not None:  # fail before minutes of generation, not after
+        from unift.train.setup import create_dir
+
+        create_dir(check_out, "--out")
+    dev = pick_device(device)
+    model, tokenizer = load_model(model_name)
+    dtype = autocast_dtype(precision, dev)
+    model.to(device=dev, dtype=dtype or model.dtype)
+    return evaluate(model, tokenizer, examples, template=template, max_new_tokens=max_new_tokens,
+                    batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
+                    max_prompt_tokens=max_prompt_tokens)
 
 
 def markdown_table(results: dict[str, Any], title: str = "") -> str:

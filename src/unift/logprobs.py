@@ -12,17 +12,47 @@ import torch
 import torch.nn.functional as F
 
 
+def _final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:
+    """What some architectures apply after the head (Cohere's logit_scale, Gemma's soft-capping)."""
+    scale = getattr(config, "logit_scale", None)
+    if scale is not None:
+        logits = logits * scale
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      mask: torch.Tensor) -> torch.Tensor:
+                      mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) where mask[:, t] is true, else 0.
 
     input_ids, attention_mask: [B, T]; mask: [B, T-1] bool (next-token positions to score)
     returns [B, T-1] fp32, differentiable at the masked positions.
     """
+    return sequence_logprobs_and_entropy(model, input_ids, attention_mask, mask, temperature,
+                                         with_entropy=False)[0]
+
+
+def sequence_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                  mask: torch.Tensor, temperature: float = 1.0, entropy_grad: bool = False,
+                                  with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs as `sequence_logprobs` and the entropy of the next-token distribution, [B, T-1] each.
+
+    Logits are divided by `temperature` (the sampling temperature, as TRL/verl do for RL).
+    The entropy carries a gradient only when `entropy_grad` (an entropy bonus is trained).
+    """
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
     picked = hidden[:, :-1][mask]                                                           # [N, H]
-    logits = head(picked).float()                                                           # [N, V]
+    logits = _final_logit_transform(model.config, head(picked).float())                     # [N, V]
+    if temperature != 1.0:
+        logits = logits / temperature
     logp = -F.cross_entropy(logits, input_ids[:, 1:][mask], reduction="none")               # [N]
-    out = torch.zeros(mask.shape, dtype=torch.float32, device=input_ids.device)
-    return out.masked_scatter(mask, logp)
+    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=input_ids.device)
+    if not with_entropy:
+        return zeros.masked_scatter(mask, logp), None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        log_probs = logits.log_softmax(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)                                     # [N]
+    return zeros.masked_scatter(mask, logp), zeros.masked_scatter(mask, entropy)

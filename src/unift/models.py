@@ -133,7 +133,7 @@ def _load_dir(path: Path, dtype: torch.dtype):
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path), **_dtype_kwargs(dtype))
         tokenizer = _load_tokenizer(path)
-    except (OSError, ValueError, KeyError) as exc:
+    except Exception as exc:  # damaged weights, a config of an unknown architecture, ...
         raise UserError(f"cannot load the model in {path}: {_one_line(exc)}") from None
     return model, tokenizer
 

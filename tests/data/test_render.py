@@ -74,3 +74,30 @@ def test_trl_formats(tmp_path):
 
     pq.write_table(pa.Table.from_pylist([{"prompt": "p", "completion": "c"}]), pq_path)
     assert load_examples(str(pq_path))[0].completion == "c"
+
+
+def test_saved_dataset_directory(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list([{"prompt": "p1", "completion": "c1"}, {"prompt": "p2", "completion": "c2"}])
+    ds.save_to_disk(str(tmp_path / "saved"))
+    loaded = load_examples(str(tmp_path / "saved"))
+    assert [e.completion for e in loaded] == ["c1", "c2"]
+
+
+def test_unreadable_and_malformed_rows(tmp_path):
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_examples(str(binary))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "p", "completion": {"x": 1}}) + "\n")
+    with pytest.raises(UserError, match="row 1: 'completion' must be a string"):
+        load_examples(str(bad))
+    with pytest.raises(UserError, match="unsupported data file type"):
+        load_examples(str(_touch(tmp_path / "x.csv")))
+
+
+def _touch(path):
+    path.write_text("a,b\n")
+    return path

@@ -74,7 +74,7 @@ HOSTILE = ["9" * 10_000, "(" * 10_000, "x" * (1 << 20), "1/0", "__import__('os')
 def test_hostile_inputs(payload, wrap):
     start = time.perf_counter()
     score = TASK.score(wrap.format(payload), {"target": "12"}).score
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
     assert score in (0.0, 0.1)
 
 

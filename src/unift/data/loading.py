@@ -28,6 +28,15 @@ _SUFFIXES = (".parquet", ".jsonl", ".json")
 
 def _read_rows(source: str) -> Iterator[tuple[int, dict]]:
     """Yield (row number, row dict) from a file, a saved data set or a hub id."""
+    try:
+        yield from _read_rows_unchecked(source)
+    except UnicodeDecodeError:
+        raise UserError(f"{source}: not UTF-8 text; data files must be UTF-8 JSON lines, JSON or Parquet") from None
+    except OSError as exc:
+        raise UserError(f"{source}: cannot read ({exc.strerror or exc})") from None
+
+
+def _read_rows_unchecked(source: str) -> Iterator[tuple[int, dict]]:
     path = Path(source)
     if path.is_file():
         suffix = path.suffix.lower()
@@ -126,7 +135,9 @@ def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
             raise UserError(f"{where}: 'prompt' must be a string or a list of {{role, content}} messages")
         if "completion" in row and row["completion"] is not None:
             comp = row["completion"]
-            completion = _text_of(comp) if _message_list(comp) else str(comp)
+            if not (isinstance(comp, str) or _message_list(comp)):
+                raise UserError(f"{where}: 'completion' must be a string or a list of {{role, content}} messages")
+            completion = comp if isinstance(comp, str) else _text_of(comp)
         elif isinstance(row.get("answer"), str) and ("reward_model" in row or "hint" in row):
             completion = row["answer"]  # verl/UFT: full reference response
     else:

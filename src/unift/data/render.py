@@ -77,6 +77,19 @@ def render_prompt(example: Example, tokenizer, template: str = "auto", hint: str
     return Rendered(ids + hint_ids, [PROMPT] * len(ids) + [HINT] * len(hint_ids))
 
 
+def end_of_response(example: Example, tokenizer, template: str) -> list[int]:
+    """Tokens that close a response: the chat template's end of turn, or EOS for plain text."""
+    if resolve_template(example, template) == "chat":
+        prompt = prompt_text(example, tokenizer, "chat")
+        messages = example.prompt if isinstance(example.prompt, list) else [
+            {"role": "user", "content": example.prompt}]
+        marker = "\x00unift-response\x00"
+        full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": marker}], tokenize=False)
+        if full.startswith(prompt) and marker in full:
+            return encode(tokenizer, full.split(marker, 1)[1])
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+
+
 def render_sft(example: Example, tokenizer, template: str = "auto", max_prompt_tokens: int = 0,
                max_response_tokens: int = 0, where: str = "") -> Rendered:
     """Prompt (PROMPT) + reference response + EOS (TARGET), for SFT and DFT."""
@@ -85,8 +98,8 @@ def render_sft(example: Example, tokenizer, template: str = "auto", max_prompt_t
                         f"'answer' or an assistant message) needed for SFT/DFT")
     rendered = render_prompt(example, tokenizer, template, "", max_prompt_tokens, where)
     target = encode(tokenizer, example.completion)
-    if tokenizer.eos_token_id is not None:
-        target = target + [tokenizer.eos_token_id]
+    end = end_of_response(example, tokenizer, template)
+    target = target + end
     truncated = bool(max_response_tokens) and len(target) > max_response_tokens
     if truncated:
         target = target[:max_response_tokens]

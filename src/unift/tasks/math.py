@@ -236,8 +236,13 @@ def _time_limit(seconds: float) -> Iterator[None]:
     try:
         yield
     finally:
-        active[0] = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        while True:  # a last alarm may land inside this block: disarm until it sticks
+            try:
+                active[0] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                break
+            except _Deadline:
+                continue
         signal.signal(signal.SIGALRM, old_handler)
         if old_delay > 0:
             remaining = max(old_delay - (time.monotonic() - started), 1e-3)

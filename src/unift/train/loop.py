@@ -31,7 +31,8 @@ from unift.errors import UserError
 from unift.train import checkpoint as ckpt
 from unift.train.metrics import MetricsLogger
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import build_optimizer, load_sft_data, prepare_output_dir, seed_everything
+from unift.data.loading import load_examples
+from unift.train.setup import build_optimizer, check_output_dir, create_dir, load_sft_data, seed_everything
 
 
 def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
@@ -50,13 +51,16 @@ def train(cfg: Config) -> Path:
 
     # Everything a user can get wrong is checked before the model is loaded.
     examples = load_sft_data(cfg)
-    output_dir = prepare_output_dir(cfg)
+    if cfg.eval.data:
+        load_examples(cfg.eval.data, limit=1, task=cfg.eval.task)
+    output_dir = check_output_dir(cfg)
     seed_everything(cfg.seed)
     device = pick_device(cfg.train.device)
     model, tokenizer = load_model(cfg.model, seed=cfg.seed)
     model.to(device).train()
     amp = autocast_dtype(cfg.train.precision, device)
-    data = [r for r in (render_all(examples, tokenizer, cfg))]
+    data = render_all(examples, tokenizer, cfg)
+    create_dir(output_dir)
 
     steps_per_epoch = math.ceil(len(data) / cfg.train.batch_size)
     total = cfg.train.steps or max(1, math.ceil(cfg.train.epochs * steps_per_epoch))
@@ -89,7 +93,7 @@ def train(cfg: Config) -> Path:
     try:
         while step < total:
             started = time.perf_counter()
-            indices, cursor = cursor.take(cfg.train.batch_size, len(data), cfg.seed, cfg.data.shuffle)
+            indices, next_cursor = cursor.take(cfg.train.batch_size, len(data), cfg.seed, cfg.data.shuffle)
             batch = sorted((data[i] for i in indices), key=lambda r: len(r.input_ids))  # less padding per micro-batch
             normalizer = max(1, sum(r.roles[1:].count(TARGET) for r in batch))  # global token count
             stats = {"loss": 0.0, "nll_sum": 0.0, "prob_sum": 0.0, "tokens": 0}
@@ -113,7 +117,7 @@ def train(cfg: Config) -> Path:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            step += 1
+            step, cursor = step + 1, next_cursor  # the step is complete: its data counts as seen
 
             elapsed = time.perf_counter() - started
             metrics = {

@@ -32,21 +32,33 @@ def load_sft_data(cfg: Config):
     return examples
 
 
-def prepare_output_dir(cfg: Config) -> Path:
-    """Create output_dir, check it is writable and not an earlier run (unless resuming)."""
+def check_output_dir(cfg: Config) -> Path:
+    """Refuse an output_dir that is a file, an earlier run (unless resuming) or not writable.
+
+    Creates nothing: the directory is made only once the run is about to write to it."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} exists and is not a directory")
     if out.is_dir() and not cfg.resume and any((out / name).exists() for name in ("checkpoints", "final")):
         raise UserError(f"output_dir {out} already holds a run; set resume=true to continue it "
                         f"or choose another output_dir")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output_dir {out} is not writable ({existing} does not accept new files)")
+    return out
+
+
+def create_dir(out: Path, what: str = "output_dir") -> Path:
+    """Make `out` and prove a file can be written there (catches full or read-only disks)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
         probe.write_bytes(b"0" * 4096)
         probe.unlink()
     except OSError as exc:
-        raise UserError(f"output_dir {out} is not writable ({exc.strerror})") from None
+        raise UserError(f"{what} {out} is not writable ({exc.strerror})") from None
     return out
 
 
