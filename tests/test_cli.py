@@ -10,7 +10,7 @@ import pytest
 from unift.cli import main
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["data"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["data"], ["demo"], ["horizon"]])
 def test_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(command + ["--help"])

@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1, help="generator seed")
     d.add_argument("--out", required=True, help="output .jsonl file")
 
+    from unift import horizon
+
+    h = sub.add_parser("horizon", help="the synthetic horizon experiment of the UFT theory (RFT vs UFT)",
+                       description="Episodes to 50%% pass@1 on a B-ary tree of depth H, for RFT and UFT: "
+                                   "a table and a log-scale plot.")
+    horizon.add_arguments(h)
+
     m = sub.add_parser("demo", help="evaluate, fine-tune and re-evaluate the embedded model on Countdown",
                        description="The main job: the embedded SmolLM2-135M-Instruct is evaluated on held-out "
                                    "Countdown problems, fine-tuned on generated ones, and evaluated again.")
@@ -95,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "horizon":
+            from unift import horizon
+
+            return horizon.main(args)
         if args.command == "demo":
             from unift.demo import run_demo
 
@@ -118,8 +129,12 @@ def _train(args) -> int:
         args.overrides.insert(0, args.config)
         args.config = None
     cfg = load_config(args.config, args.overrides)
-    from unift.train.loop import train
+    from unift.config import OFFLINE_METHODS
 
+    if cfg.method in OFFLINE_METHODS:
+        from unift.train.loop import train
+    else:
+        from unift.train.rl_loop import train_rl as train
     final = train(cfg)
     print(f"final model: {final}")
     if cfg.eval.data:
