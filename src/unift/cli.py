@@ -61,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1, help="generator seed")
     d.add_argument("--out", required=True, help="output .jsonl file")
 
+    c = sub.add_parser("compare", help="train several methods with the same budget and compare them",
+                       description="Train a list of methods (e.g. base, SFT, DFT, RFT, R3, UFT) on the same data "
+                                   "with the same budget and evaluation; writes report.md, results.json and "
+                                   "learning-curve plots. See configs/compare_countdown.yaml.")
+    c.add_argument("config", help="compare YAML (output_dir, base, methods)")
+    c.add_argument("overrides", nargs="*", metavar="key=value", help="override a key of the shared base config")
+
     from unift import horizon
 
     h = sub.add_parser("horizon", help="the synthetic horizon experiment of the UFT theory (RFT vs UFT)",
@@ -102,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "compare":
+            from unift.compare import run_compare
+
+            run_compare(args.config, args.overrides)
+            print("report written")
+            return 0
         if args.command == "horizon":
             from unift import horizon
 

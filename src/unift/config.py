@@ -137,6 +137,8 @@ class CheckpointConfig:
 class EvalConfig:
     data: str = _f("", "held-out data evaluated after training (empty = none)")
     task: str = _f("", "reward task for the evaluation rows (empty = from each row's data_source)")
+    every: int = _f(0, "also evaluate (greedy pass@1) every N steps during training, logged as "
+                       "eval_pass@1 (0 = only at the end)")
     limit: int = _f(0, "evaluate only the first N rows (0 = all)")
     max_new_tokens: int = _f(256, "generation budget per response")
     batch_size: int = _f(32, "prompts generated at once")
@@ -291,6 +293,8 @@ def validate(cfg: Config) -> Config:
         (e.max_new_tokens > 0, "eval.max_new_tokens must be positive"),
         (e.batch_size >= 1, "eval.batch_size must be at least 1"),
         (e.k >= 0, "eval.k must be >= 0"),
+        (e.every >= 0, "eval.every must be >= 0"),
+        (e.every == 0 or bool(e.data), "eval.every needs eval.data"),
         (e.temperature >= 0, "eval.temperature must be >= 0"),
         (0 < e.top_p <= 1, "eval.top_p must be in (0, 1]"),
         (bool(cfg.output_dir), "output_dir must not be empty"),

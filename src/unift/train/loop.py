@@ -32,7 +32,8 @@ from unift.train import checkpoint as ckpt
 from unift.train.metrics import MetricsLogger
 from unift.train.schedule import lr_multiplier
 from unift.data.loading import load_examples
-from unift.train.setup import build_optimizer, check_output_dir, create_dir, load_sft_data, seed_everything
+from unift.train.setup import (PeriodicEval, build_optimizer, check_output_dir, create_dir, load_sft_data,
+                               seed_everything)
 
 
 def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
@@ -84,12 +85,15 @@ def train(cfg: Config) -> Path:
     logger = MetricsLogger(output_dir, total, step, cfg.log.tensorboard, cfg.log.wandb, cfg.log.progress,
                            run_name=output_dir.name, config=to_dict(cfg))
     loss_fn = loss_function(cfg)
+    periodic = PeriodicEval(cfg, tokenizer, amp)
 
     def save(at_step: int) -> None:
         ckpt.save_checkpoint(output_dir, at_step, model, tokenizer, optimizer, scheduler,
                              {"step": at_step, "cursor": cursor.as_dict(), "total_steps": total},
                              config_yaml, cfg.checkpoint.keep_last)
 
+    if step == 0 and periodic.examples:  # the starting point of the learning curve
+        logger.log(0, periodic(model))
     try:
         while step < total:
             started = time.perf_counter()
@@ -134,6 +138,8 @@ def train(cfg: Config) -> Path:
             }
             if not finite:
                 print(f"step {step}: non-finite loss or gradient, update skipped")
+            if periodic.due(step, total):
+                metrics.update(periodic(model))
             if step % cfg.log.every == 0 or step == total:
                 logger.log(step, metrics)
             logger.progress(step, {"loss": metrics["loss"], "tok/s": round(metrics["tokens_per_s"])})

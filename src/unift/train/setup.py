@@ -70,3 +70,26 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2),
                              fused=False)
+
+
+class PeriodicEval:
+    """Greedy pass@1 on the held-out set every `eval.every` steps, for learning curves."""
+
+    def __init__(self, cfg: Config, tokenizer, amp):
+        from unift.data.loading import load_examples
+
+        self.cfg, self.tokenizer, self.amp = cfg, tokenizer, amp
+        self.examples = load_examples(cfg.eval.data, limit=cfg.eval.limit, task=cfg.eval.task) \
+            if cfg.eval.every else []
+
+    def due(self, step: int, total: int) -> bool:
+        return bool(self.examples) and (step % self.cfg.eval.every == 0 or step == total)
+
+    def __call__(self, model) -> dict[str, float]:
+        from unift.evaluate import evaluate
+
+        e = self.cfg.eval
+        r = evaluate(model, self.tokenizer, self.examples, template=self.cfg.data.template,
+                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, autocast_dtype=self.amp,
+                     max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        return {"eval_pass@1": r["overall"]["pass@1"], "eval_formatted": r["overall"]["formatted"]}
