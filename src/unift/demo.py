@@ -19,6 +19,7 @@ from pathlib import Path
 from unift.errors import UserError
 
 DEFAULT_STEPS = 40
+UFT_STEPS = 16
 DEFAULT_EVAL_N = 100
 TRAIN_N = 2000
 MAX_NEW_TOKENS = 128
@@ -55,7 +56,6 @@ def run_demo(method: str = "sft", steps: int = 0, eval_n: int = 0, model: str = 
              out: Path = Path("runs/demo")) -> dict:
     from unift.config import load_config
     from unift.evaluate import write_report
-    from unift.train.loop import train
 
     steps, eval_n = steps or DEFAULT_STEPS, eval_n or DEFAULT_EVAL_N
     if out.exists():
@@ -70,10 +70,19 @@ def run_demo(method: str = "sft", steps: int = 0, eval_n: int = 0, model: str = 
     print(f"[demo] data: {train_path} (train), {test_path} (held out, {eval_n} problems)")
     before = _evaluate(model, test_path, "base model")
 
-    cfg = load_config(None, [f"method={method}", f"model={model}", f"output_dir={out / 'train'}",
-                             f"data.train={train_path}", f"train.steps={steps}", "train.batch_size=16",
-                             "train.micro_batch_size=8", "train.lr=1e-4", "train.warmup_ratio=0.1",
-                             "log.progress=true"])
+    common = [f"method={method}", f"model={model}", f"output_dir={out / 'train'}", f"data.train={train_path}",
+              "train.micro_batch_size=8", "log.progress=true"]
+    if method == "uft":
+        steps = steps if steps != DEFAULT_STEPS else UFT_STEPS
+        cfg = load_config(None, common + [f"train.steps={steps}", "train.lr=3e-5", "train.schedule=constant",
+                                          "train.warmup_ratio=0", "rl.prompts_per_step=8", "rl.num_generations=4",
+                                          "rl.max_new_tokens=96", f"hints.t_hint={int(0.6 * steps)}",
+                                          "hints.beta=0.1"])
+        from unift.train.rl_loop import train_rl as train
+    else:
+        cfg = load_config(None, common + [f"train.steps={steps}", "train.batch_size=16", "train.lr=1e-4",
+                                          "train.warmup_ratio=0.1"])
+        from unift.train.loop import train
     t0 = time.time()
     final = train(cfg)
     train_seconds = time.time() - t0

@@ -94,7 +94,11 @@ class HFEngine:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 batch = [prompts[expanded[j]] for j in chunk]
-                for j, completion in zip(chunk, self._generate_batch(batch, params, generator)):
+                # One autocast region per batch: the bf16 copies of the weights are cast once and
+                # reused by every decode step (autocast caches casts of leaf parameters).
+                with self._autocast():
+                    generated = self._generate_batch(batch, params, generator)
+                for j, completion in zip(chunk, generated):
                     completion.prompt_index = expanded[j]
                     results[j] = completion
         finally:
@@ -120,9 +124,8 @@ class HFEngine:
         past = None
         step_ids, step_pos, step_mask = input_ids, positions, attention
         for _ in range(params.max_new_tokens):
-            with self._autocast():
-                result = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos,
-                                    past_key_values=past, use_cache=True, logits_to_keep=1)
+            result = self.model(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos,
+                                past_key_values=past, use_cache=True, logits_to_keep=1)
             past = result.past_key_values
             logits = result.logits[:, -1, :].float()  # [B, V]
             tokens, logps = sample_next(logits, params.temperature, params.top_p, generator)

@@ -22,18 +22,16 @@ from typing import Callable
 import torch
 
 from unift import losses
-from unift.config import Config, to_dict
-from unift.data.batching import Cursor, collate
+from unift.config import Config
+from unift.data.batching import collate
 from unift.data.render import TARGET, Rendered
 from unift.device import autocast, autocast_dtype, pick_device
 from unift.logprobs import sequence_logprobs
 from unift.errors import UserError
-from unift.train import checkpoint as ckpt
-from unift.train.metrics import MetricsLogger
+from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.data.loading import load_examples
-from unift.train.setup import (PeriodicEval, build_optimizer, check_output_dir, create_dir, load_sft_data,
-                               seed_everything)
+from unift.train.setup import build_optimizer, check_output_dir, create_dir, load_sft_data, seed_everything
 
 
 def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
@@ -48,7 +46,7 @@ def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
 
 def train(cfg: Config) -> Path:
     """Run SFT/DFT as configured; returns the directory of the final Hugging Face model."""
-    from unift.models import load_model, save_model
+    from unift.models import load_model
 
     # Everything a user can get wrong is checked before the model is loaded.
     examples = load_sft_data(cfg)
@@ -70,30 +68,10 @@ def train(cfg: Config) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_multiplier(s, total, warmup, cfg.train.schedule, cfg.train.min_lr_ratio))
 
-    step, cursor = 0, Cursor()
-    resume_from = ckpt.latest_checkpoint(output_dir) if cfg.resume else None
-    if resume_from is not None:
-        resumed, _ = load_model(str(resume_from / "model"))
-        model.load_state_dict(resumed.state_dict())
-        del resumed
-        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
-        step, cursor = state["step"], Cursor(**state["cursor"])
-        print(f"resumed from {resume_from} at step {step}")
-
-    config_yaml = _config_yaml(cfg)
-    (output_dir / "config.yaml").write_text(config_yaml)
-    logger = MetricsLogger(output_dir, total, step, cfg.log.tensorboard, cfg.log.wandb, cfg.log.progress,
-                           run_name=output_dir.name, config=to_dict(cfg))
+    run = Run(cfg, output_dir, model, tokenizer, optimizer, scheduler, total, amp)
+    step, cursor, _ = run.start()
     loss_fn = loss_function(cfg)
-    periodic = PeriodicEval(cfg, tokenizer, amp)
 
-    def save(at_step: int) -> None:
-        ckpt.save_checkpoint(output_dir, at_step, model, tokenizer, optimizer, scheduler,
-                             {"step": at_step, "cursor": cursor.as_dict(), "total_steps": total},
-                             config_yaml, cfg.checkpoint.keep_last)
-
-    if step == 0 and periodic.examples:  # the starting point of the learning curve
-        logger.log(0, periodic(model))
     try:
         while step < total:
             started = time.perf_counter()
@@ -138,22 +116,10 @@ def train(cfg: Config) -> Path:
             }
             if not finite:
                 print(f"step {step}: non-finite loss or gradient, update skipped")
-            if periodic.due(step, total):
-                metrics.update(periodic(model))
-            if step % cfg.log.every == 0 or step == total:
-                logger.log(step, metrics)
-            logger.progress(step, {"loss": metrics["loss"], "tok/s": round(metrics["tokens_per_s"])})
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total:
-                save(step)
+            run.end_step(step, cursor, metrics, {"loss": metrics["loss"], "tok/s": round(metrics["tokens_per_s"])})
     except KeyboardInterrupt:
-        save(step)
-        logger.close()
-        raise UserError(f"interrupted at step {step}; checkpoint saved, continue with resume=true") from None
-    save(step)
-    logger.close()
-    final = output_dir / "final"
-    save_model(model, tokenizer, final)
-    return final
+        raise run.interrupted(step, cursor) from None
+    return run.finish(step, cursor)
 
 
 def render_all(examples, tokenizer, cfg: Config) -> list[Rendered]:
@@ -172,9 +138,5 @@ def render_all(examples, tokenizer, cfg: Config) -> list[Rendered]:
     return out
 
 
-def _config_yaml(cfg: Config) -> str:
-    import yaml
-
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from unift.config import Config, to_dict
-from unift.data.batching import Cursor, collate
+from unift.config import Config
+from unift.data.batching import collate
 from unift.data.loading import load_examples
 from unift.data.render import GENERATED, HINT, Rendered, render_prompt
 from unift.device import autocast, autocast_dtype, pick_device
@@ -39,10 +39,9 @@ from unift.rl.hints import (AdaptiveHints, cosine_hint_fraction, hint_for, num_c
 from unift.rl.objective import uft_loss
 from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
-from unift.train import checkpoint as ckpt
-from unift.train.metrics import MetricsLogger
+from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import PeriodicEval, build_optimizer, check_output_dir, create_dir, seed_everything
+from unift.train.setup import build_optimizer, check_output_dir, create_dir, seed_everything
 
 
 @dataclass
@@ -86,7 +85,7 @@ def choose_chunks(cfg: Config, step: int, num: int, prompt_id: int, rng: random.
 
 
 def train_rl(cfg: Config) -> Path:
-    from unift.models import load_model, save_model
+    from unift.models import load_model
 
     examples = load_rl_data(cfg)
     tasks = {ex.task: get_task(ex.task) for ex in examples}
@@ -116,37 +115,18 @@ def train_rl(cfg: Config) -> Path:
     adaptive = AdaptiveHints(target=cfg.hints.adaptive_target, alpha=cfg.hints.adaptive_alpha) \
         if cfg.hints.schedule == "adaptive" else None
 
-    step, cursor = 0, Cursor()
-    resume_from = ckpt.latest_checkpoint(output_dir) if cfg.resume else None
-    if resume_from is not None:
-        resumed, _ = load_model(str(resume_from / "model"))
-        model.load_state_dict(resumed.state_dict())
-        del resumed
-        state = ckpt.load_training_state(resume_from, optimizer, scheduler)
-        step, cursor = state["step"], Cursor(**state["cursor"])
-        if adaptive is not None and state.get("adaptive_hints"):
-            adaptive.load_state_dict(state["adaptive_hints"])
-        print(f"resumed from {resume_from} at step {step}")
+    run = Run(cfg, output_dir, model, tokenizer, optimizer, scheduler, total, amp)
+    step, cursor, state = run.start()
+    if adaptive is not None and state.get("adaptive_hints"):
+        adaptive.load_state_dict(state["adaptive_hints"])
 
-    import yaml
+    def extra_state() -> dict:
+        return {"adaptive_hints": adaptive.state_dict() if adaptive else None}
 
-    config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    (output_dir / "config.yaml").write_text(config_yaml)
-    logger = MetricsLogger(output_dir, total, step, cfg.log.tensorboard, cfg.log.wandb, cfg.log.progress,
-                           run_name=output_dir.name, config=to_dict(cfg))
     engine = HFEngine(model, tokenizer, batch_size=r.generation_batch_size, autocast_dtype=amp)
-    periodic = PeriodicEval(cfg, tokenizer, amp)
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                             n=r.num_generations, stop=(r.stop,) if r.stop else ())
 
-    def save(at_step: int) -> None:
-        ckpt.save_checkpoint(output_dir, at_step, model, tokenizer, optimizer, scheduler,
-                             {"step": at_step, "cursor": cursor.as_dict(), "total_steps": total,
-                              "adaptive_hints": adaptive.state_dict() if adaptive else None},
-                             config_yaml, cfg.checkpoint.keep_last)
-
-    if step == 0 and periodic.examples:  # the starting point of the learning curve
-        logger.log(0, periodic(model))
     try:
         while step < total:
             t0 = time.perf_counter()
@@ -202,24 +182,11 @@ def train_rl(cfg: Config) -> Path:
             }
             if adaptive is not None:
                 metrics.update({f"adaptive_{k}": v for k, v in adaptive.summary().items()})
-            if periodic.due(step, total):
-                metrics.update(periodic(model))
-            metrics = {k: v for k, v in metrics.items() if v is not None}
-            if step % cfg.log.every == 0 or step == total:
-                logger.log(step, metrics)
-            logger.progress(step, {"reward": metrics["reward"], "acc": metrics["accuracy"],
-                                   "hint": round(metrics["hint_chunks_mean"], 2)})
-            if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < total:
-                save(step)
+            run.end_step(step, cursor, metrics, {"reward": metrics["reward"], "acc": metrics["accuracy"],
+                                                 "hint": round(metrics["hint_chunks_mean"], 2)}, extra_state())
     except KeyboardInterrupt:
-        save(step)
-        logger.close()
-        raise UserError(f"interrupted at step {step}; checkpoint saved, continue with resume=true") from None
-    save(step)
-    logger.close()
-    final = output_dir / "final"
-    save_model(model, tokenizer, final)
-    return final
+        raise run.interrupted(step, cursor, extra_state()) from None
+    return run.finish(step, cursor, extra_state())
 
 
 def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cfg: Config, pad_id, device,
