@@ -25,13 +25,12 @@ from unift import losses
 from unift.config import Config
 from unift.data.batching import collate
 from unift.data.render import TARGET, Rendered
-from unift.device import autocast, autocast_dtype, pick_device
-from unift.logprobs import sequence_logprobs
+from unift.device import autocast
 from unift.errors import UserError
+from unift.logprobs import sequence_logprobs
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.data.loading import load_examples
-from unift.train.setup import build_optimizer, check_output_dir, create_dir, load_sft_data, seed_everything
+from unift.train.setup import build_optimizer, create_dir, load_policy, load_sft_data
 
 
 def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
@@ -46,18 +45,9 @@ def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
 
 def train(cfg: Config) -> Path:
     """Run SFT/DFT as configured; returns the directory of the final Hugging Face model."""
-    from unift.models import load_model
-
     # Everything a user can get wrong is checked before the model is loaded.
     examples = load_sft_data(cfg)
-    if cfg.eval.data:
-        load_examples(cfg.eval.data, limit=1, task=cfg.eval.task)
-    output_dir = check_output_dir(cfg)
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.train.device)
-    model, tokenizer = load_model(cfg.model, seed=cfg.seed)
-    model.to(device).train()
-    amp = autocast_dtype(cfg.train.precision, device)
+    output_dir, device, model, tokenizer, amp = load_policy(cfg)
     data = render_all(examples, tokenizer, cfg)
     create_dir(output_dir)
 

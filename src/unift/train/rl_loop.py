@@ -29,7 +29,7 @@ from unift.config import Config
 from unift.data.batching import collate
 from unift.data.loading import load_examples
 from unift.data.render import GENERATED, HINT, Rendered, render_prompt
-from unift.device import autocast, autocast_dtype, pick_device
+from unift.device import autocast
 from unift.engine import HFEngine, SamplingParams, completion_text
 from unift.errors import UserError
 from unift.logprobs import sequence_logprobs, sequence_logprobs_and_entropy
@@ -41,7 +41,7 @@ from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import build_optimizer, check_output_dir, create_dir, seed_everything
+from unift.train.setup import build_optimizer, create_dir, load_policy
 
 
 @dataclass
@@ -89,14 +89,7 @@ def train_rl(cfg: Config) -> Path:
 
     examples = load_rl_data(cfg)
     tasks = {ex.task: get_task(ex.task) for ex in examples}
-    if cfg.eval.data:
-        load_examples(cfg.eval.data, limit=1, task=cfg.eval.task)
-    output_dir = check_output_dir(cfg)
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.train.device)
-    model, tokenizer = load_model(cfg.model, seed=cfg.seed)
-    model.to(device).train()
-    amp = autocast_dtype(cfg.train.precision, device)
+    output_dir, device, model, tokenizer, amp = load_policy(cfg)
     prompts = [render_prompt(ex, tokenizer, cfg.data.template, max_prompt_tokens=cfg.data.max_prompt_tokens,
                              where=f"{cfg.data.train} row {i}") for i, ex in enumerate(examples)]
     reference = None

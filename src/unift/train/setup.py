@@ -93,3 +93,21 @@ class PeriodicEval:
                      max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, autocast_dtype=self.amp,
                      max_prompt_tokens=self.cfg.data.max_prompt_tokens)
         return {"eval_pass@1": r["overall"]["pass@1"], "eval_formatted": r["overall"]["formatted"]}
+
+
+def load_policy(cfg: Config):
+    """After the data checks: check eval data and output_dir, seed, then load the model to train.
+
+    Returns (output_dir, device, model, tokenizer, autocast dtype). Nothing is written yet."""
+    from unift.data.loading import load_examples
+    from unift.device import autocast_dtype, pick_device
+    from unift.models import load_model
+
+    if cfg.eval.data:
+        load_examples(cfg.eval.data, limit=1, task=cfg.eval.task)
+    output_dir = check_output_dir(cfg)
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.train.device)
+    model, tokenizer = load_model(cfg.model, seed=cfg.seed)
+    model.to(device).train()
+    return output_dir, device, model, tokenizer, autocast_dtype(cfg.train.precision, device)
