@@ -14,14 +14,7 @@ import re
 from typing import Any
 
 from unift.tasks.base import CORRECT_SCORE, FORMAT_SCORE, Reward
-from unift.tasks.math import (
-    DEFAULT_TIMEOUT,
-    as_number,
-    extract_math_answer,
-    is_equiv,
-    numbers_close,
-    target_of,
-)
+from unift.tasks.math import MathTask, as_number, extract_math_answer, numbers_close, target_of
 
 _TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}")
 _NUMBER_WITH_UNIT = re.compile(r"(?a)(-?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:[A-Za-z][A-Za-z .'/-]{0,40})?\.?")
@@ -45,24 +38,18 @@ def parse_number(text: str) -> Any:
     return None
 
 
-class GSM8KTask:
-    """Reward for GSM8K-style numeric answers (task name "gsm8k")."""
+class GSM8KTask(MathTask):
+    """Reward for GSM8K-style numeric answers (task name "gsm8k"): numbers are compared as
+    numbers first; anything else falls back to MathTask's equivalence check."""
 
     name = "gsm8k"
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.timeout = timeout
-
     def score(self, response: str, ground_truth: Any) -> Reward:
-        target = target_of(ground_truth)
         answer = extract_math_answer(response)
-        if answer is None:
-            return Reward(0.0, None, "no answer")
-        value, expected = parse_number(answer), parse_number(target)
-        if value is not None and expected is not None:
-            if numbers_close(value, expected):
-                return Reward(CORRECT_SCORE, answer, "correct")
-            return Reward(FORMAT_SCORE, answer[:200], "wrong number")
-        if is_equiv(answer, target, self.timeout):
-            return Reward(CORRECT_SCORE, answer, "correct")
-        return Reward(FORMAT_SCORE, answer[:200], "not equivalent")
+        if answer is not None:
+            value, expected = parse_number(answer), parse_number(target_of(ground_truth))
+            if value is not None and expected is not None:
+                if numbers_close(value, expected):
+                    return Reward(CORRECT_SCORE, answer, "correct")
+                return Reward(FORMAT_SCORE, answer[:200], "wrong number")
+        return super().score(response, ground_truth)
