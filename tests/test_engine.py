@@ -3,7 +3,7 @@ stop strings and EOS end a row, sampling is seeded."""
 
 import torch
 
-from unift.engine import HFEngine, SamplingParams, sample_next
+from unift.engine import HFEngine, SamplingParams, sample_categorical, sample_next
 
 
 def test_greedy_matches_full_forward_with_left_padding(tiny):
@@ -51,3 +51,38 @@ def test_top_p_keeps_only_the_nucleus():
     assert draws == {0}
     tokens, logp = sample_next(logits, 0.0, 1.0, None)
     assert int(tokens[0]) == 0 and abs(float(logp[0]) - torch.log(torch.tensor(0.6)).item()) < 1e-6
+
+
+def test_categorical_sampling_follows_probabilities_and_skips_zeros():
+    probs = torch.tensor([[0.5, 0.0, 0.25, 0.25]]).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    tokens = sample_categorical(probs, g)
+    counts = torch.bincount(tokens, minlength=4).float() / len(tokens)
+    assert counts[1] == 0
+    assert torch.allclose(counts, torch.tensor([0.5, 0.0, 0.25, 0.25]), atol=0.03)
+    edge = sample_categorical(torch.tensor([[0.0, 0.0, 1.0, 0.0]]), g)  # u may reach the total
+    assert int(edge[0]) == 2
+
+
+def test_bf16_engine_copy_follows_synced_weights(tiny):
+    model, tok = tiny
+    engine = HFEngine(model, tok, dtype=torch.bfloat16)
+    assert engine.model is not model and next(engine.model.parameters()).dtype == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.float32          # the policy keeps fp32 weights
+    greedy = SamplingParams(max_new_tokens=4, temperature=0.0, stop=())
+    before = engine.generate([[5, 6, 7]], greedy)[0]
+    with torch.no_grad():  # close to the fp32 policy: bf16 rounding only
+        logits = model(input_ids=torch.tensor([[5, 6, 7]])).logits[0, -1]
+    assert abs(before.logprobs[0] - float(logits.log_softmax(-1)[before.token_ids[0]])) < 0.05
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(3.0)               # sharper next-token distribution
+
+    def policy_logp(token):
+        with torch.no_grad():
+            return float(model(input_ids=torch.tensor([[5, 6, 7]])).logits[0, -1].log_softmax(-1)[token])
+
+    stale = engine.generate([[5, 6, 7]], greedy)[0]
+    assert abs(stale.logprobs[0] - policy_logp(stale.token_ids[0])) > 0.1   # not synced yet
+    engine.sync_weights()
+    fresh = engine.generate([[5, 6, 7]], greedy)[0]
+    assert abs(fresh.logprobs[0] - policy_logp(fresh.token_ids[0])) < 0.05

@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     m = sub.add_parser("demo", help="evaluate, fine-tune and re-evaluate the embedded model on Countdown",
                        description="The main job: the embedded SmolLM2-135M-Instruct is evaluated on held-out "
                                    "Countdown problems, fine-tuned on generated ones, and evaluated again.")
-    m.add_argument("--method", default="sft", choices=["sft", "dft", "uft"], help="fine-tuning method")
+    m.add_argument("--method", default="uft", choices=["uft", "sft", "dft"], help="fine-tuning method")
     m.add_argument("--steps", type=int, default=0, help="optimizer steps (0 = the demo default)")
     m.add_argument("--eval-n", type=int, default=0, help="held-out problems (0 = the demo default)")
     m.add_argument("--model", default="smollm2-135m", help="model to start from")

@@ -100,6 +100,8 @@ class RLConfig:
                              "model is loaded)")
     entropy_coef: float = _f(0.0, "weight of the entropy bonus (official UFT: 0.001)")
     mask_truncated: bool = _f(False, "completions cut by max_new_tokens get no policy loss")
+    tis_cap: float = _f(2.0, "truncated importance sampling: weight min(pi_old/pi_sampler, cap) per token "
+                             "corrects the sampler/trainer mismatch (bf16 rollouts, vLLM); 0 = off")
 
 
 @dataclass
@@ -115,6 +117,8 @@ class HintConfig:
     max_chunks: int = _f(5, "solutions are revealed in at most this many equal chunks")
     beta: float = _f(0.001, "weight of the log-likelihood term on hint tokens (official: 0.001)")
     loss: str = _f("nll", "hint log-likelihood term: nll, or dft (DFT-weighted)", choices=("nll", "dft"))
+    answer_piece: bool = _f(False, "append the rest of the reference completion (the closing answer tags) as a "
+                                   "last hint piece, so a full hint is the full reference (official: false)")
     adaptive_target: float = _f(0.5, "adaptive: target success rate per prompt")
     adaptive_alpha: float = _f(0.5, "adaptive: moving-average weight of the newest success rate")
 
@@ -315,6 +319,7 @@ def validate(cfg: Config) -> Config:
         (r.prompts_per_step % r.updates_per_step == 0,
          "rl.prompts_per_step must be divisible by rl.updates_per_step (whole groups per update)"),
         (r.epsilon > 0 and r.epsilon_high >= 0, "rl.epsilon must be positive and rl.epsilon_high >= 0"),
+        (r.tis_cap == 0 or r.tis_cap >= 1, f"rl.tis_cap must be 0 (off) or at least 1, got {r.tis_cap}"),
         (r.kl_coef >= 0 and r.entropy_coef >= 0, "rl.kl_coef and rl.entropy_coef must be >= 0"),
         (0 <= h.p_low <= h.p_high <= 1, "hints: need 0 <= p_low <= p_high <= 1"),
         (h.t_hint >= 0, "hints.t_hint must be >= 0"),

@@ -24,7 +24,7 @@ from unift.tasks.base import CORRECT_SCORE, Example
 
 def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto", max_new_tokens: int = 256,
              batch_size: int = 32, k: int = 0, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-             autocast_dtype=None, max_prompt_tokens: int = 0, keep_samples: int = 5) -> dict[str, Any]:
+             dtype=None, max_prompt_tokens: int = 0, keep_samples: int = 5) -> dict[str, Any]:
     """Score `model` on `examples`; returns {"overall": {...}, "by_source": {...}, "samples": [...]}."""
     for i, ex in enumerate(examples):
         if not ex.task:
@@ -46,7 +46,7 @@ def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto
         score(i, "<answer> 0 </answer>")
     prompts = [render_prompt(ex, tokenizer, template, max_prompt_tokens=max_prompt_tokens,
                              where=f"evaluation row {i}").input_ids for i, ex in enumerate(examples)]
-    engine = HFEngine(model, tokenizer, batch_size=batch_size, autocast_dtype=autocast_dtype)
+    engine = HFEngine(model, tokenizer, batch_size=batch_size, dtype=dtype)
 
     started = time.perf_counter()
     greedy = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))

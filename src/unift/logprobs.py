@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:
+def final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:
     """What some architectures apply after the head (Cohere's logit_scale, Gemma's soft-capping)."""
     scale = getattr(config, "logit_scale", None)
     if scale is not None:
@@ -45,7 +45,7 @@ def sequence_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
     picked = hidden[:, :-1][mask]                                                           # [N, H]
-    logits = _final_logit_transform(model.config, head(picked).float())                     # [N, V]
+    logits = final_logit_transform(model.config, head(picked).float())                     # [N, V]
     if temperature != 1.0:
         logits = logits / temperature
     logp = -F.cross_entropy(logits, input_ids[:, 1:][mask], reduction="none")               # [N]

@@ -12,6 +12,7 @@ from unift.rl.hints import (
     cosine_hint_fraction,
     hint_for,
     num_chunks,
+    with_answer_piece,
     official_stage_chunks,
     revealed_pieces,
     sample_chunks_binomial,
@@ -157,3 +158,14 @@ def test_adaptive_state_round_trip_and_summary():
     assert s["frac_no_hint"] == pytest.approx(1 / 3)
     assert s["mean_success_ema"] == pytest.approx(0.0)   # only prompt 7 has an ema at its level (0.0)
     assert AdaptiveHints().summary()["mean_chunk_fraction"] == 0.0
+
+
+def test_with_answer_piece():
+    pieces = ["1 + 2 = 3\n", "Therefore, the final equation is 1 + 2"]
+    completion = "1 + 2 = 3\nTherefore, the final equation is 1 + 2 </think>\n<answer> 1 + 2 </answer>"
+    full = with_answer_piece(pieces, completion)
+    assert full == [*pieces, " </think>\n<answer> 1 + 2 </answer>"]
+    assert hint_for(full, num_chunks(full)) == completion               # a full hint is the reference
+    assert with_answer_piece(pieces, "something else") == pieces         # not a continuation: unchanged
+    assert with_answer_piece(pieces, None) == pieces
+    assert with_answer_piece(pieces, "".join(pieces)) == pieces          # nothing left to add

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unift.errors import UserError
-from unift.rl.policy_loss import AGGREGATIONS, aggregate, clipped_policy_loss, kl_k3
+from unift.rl.policy_loss import AGGREGATIONS, aggregate, clipped_policy_loss, kl_k3, truncated_is_weight
 
 OLD = -1.0
 
@@ -141,3 +141,16 @@ def test_aggregate_kl_and_errors():
     assert aggregate(values, mask, "seq-mean-token-mean", 2).item() == pytest.approx((2.0 + 2.0) / 2)
     with pytest.raises(UserError, match="did you mean 'token-mean'"):
         aggregate(values, mask, "token_mean", 3)
+
+
+def test_truncated_is_weight_hand_computed():
+    old = torch.tensor([[math.log(0.5), math.log(0.9), math.log(0.1)]])
+    sampler = torch.tensor([[math.log(0.25), math.log(0.9), math.log(0.4)]])
+    w = truncated_is_weight(old, sampler, cap=1.5)
+    assert torch.allclose(w, torch.tensor([[1.5, 1.0, 0.25]]))   # 2.0 is capped at 1.5
+    # the weight scales each token's loss and carries no gradient of its own
+    logp = old.clone().requires_grad_(True)
+    adv, mask = torch.tensor([1.0]), torch.ones(1, 3, dtype=torch.bool)
+    loss, _ = clipped_policy_loss(logp, old, adv, mask, normalizer=3.0, is_weight=w)
+    loss.backward()
+    assert torch.allclose(logp.grad, -w / 3.0)

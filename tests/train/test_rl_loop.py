@@ -62,3 +62,45 @@ def test_rl_needs_ground_truth_and_pieces(tmp_path):
         load_config(None, [f"data.train={data}", "method=rft", "rl.num_generations=1"])
     with pytest.raises(UserError, match="p_low <= p_high"):
         load_config(None, [f"data.train={data}", "method=uft", "hints.p_low=0.9", "hints.p_high=0.1"])
+
+
+def test_sampler_mismatch_is_measured(tmp_path, countdown_jsonl):
+    """fp32: the engine samples with the policy itself, so sampler and trainer agree; bf16: the
+    engine's bf16 copy differs by rounding, which is logged and weighted by truncated IS.
+    (An entropy bonus keeps zero-advantage groups in the update, so every step has tokens.)"""
+    _, same = run(tmp_path, countdown_jsonl, "fp32", "method=rft", "rl.entropy_coef=0.01")
+    assert all(m["sampler_logp_abs_diff"] < 1e-4 for m in same)
+    _, bf16 = run(tmp_path, countdown_jsonl, "bf16", "method=rft", "train.precision=bf16",
+                  "rl.entropy_coef=0.01")
+    assert all(0 < m["sampler_logp_abs_diff"] < 0.5 for m in bf16)
+    assert all(0 <= m["tis_capped_fraction"] <= 1 for m in bf16)
+
+
+def test_pruned_update_equals_full_update(tiny):
+    """Dropping zero-advantage completions and duplicate hints changes no weight."""
+    import copy
+
+    from unift.data.render import GENERATED, HINT, PROMPT, Rendered
+    from unift.rl.rollout import Sequence
+    from unift.train.rl_loop import update
+
+    model, tok = tiny
+    cfg = load_config(None, ["model=tiny", "method=uft", "data.train=x.jsonl", "hints.beta=0.5", "rl.num_generations=2",
+                             "train.micro_batch_size=2", "train.lr=1e-2"])
+
+    def s(hint, gen, adv):
+        roles = [PROMPT] * 4 + [HINT] * len(hint) + [GENERATED] * len(gen)
+        return Sequence(Rendered([5, 6, 7, 8] + hint + gen, roles), [-2.0] * len(gen), adv, False)
+
+    seqs = [s([9, 10], [11, 12, 13], 0.0), s([9, 10], [14, 15], 0.0), s([], [16, 17], 0.0),
+            s([], [18, 19, 20], 0.0), s([21], [22, 23], 1.0), s([21], [24], -1.0)]
+    weights = []
+    for prune in (False, True):
+        m = copy.deepcopy(model)
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)  # weights move by the gradient itself
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        stats = update(m, None, opt, sched, seqs, cfg, tok.pad_token_id, torch.device("cpu"), None, prune=prune)
+        weights.append([p.detach().clone() for p in m.parameters()])
+        assert stats["pruned_sequences"] == (3 if prune else 0)
+    assert max(float((a - b).abs().max()) for a, b in zip(*weights)) < 1e-6
+    assert any(not torch.equal(a, p) for a, p in zip(weights[0], model.parameters()))  # it did train

@@ -241,3 +241,16 @@ class AdaptiveHints:
             pid: {"level": int(level), "num": int(num), "ema": {int(c): float(e) for c, e in ema}}
             for pid, level, num, ema in state["prompts"]
         }
+
+
+def with_answer_piece(pieces: list[str], completion: str | None) -> list[str]:
+    """pieces + the rest of the reference completion after them (e.g. " </think>\n<answer> X </answer>").
+
+    The official hint pieces stop before the answer tags, so even a full hint never shows a weak
+    model how a response ends; with this last piece a full hint is the whole reference. Pieces
+    are returned unchanged when the completion does not start with them.
+    """
+    joined = "".join(pieces)
+    if not pieces or not completion or not completion.startswith(joined) or len(completion) == len(joined):
+        return list(pieces)
+    return [*pieces, completion[len(joined):]]

@@ -26,14 +26,15 @@ def uft_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
              epsilon: float = 0.2, epsilon_high: float | None = None, aggregation: str = "token-mean",
              beta: float = 0.0, hint_loss: str = "nll", ref_logp: torch.Tensor | None = None,
              kl_coef: float = 0.0, entropy: torch.Tensor | None = None,
-             entropy_coef: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """logp, old_logp, gen_mask, hint_mask, ref_logp, entropy: [B, T]; advantages: [B].
+             entropy_coef: float = 0.0,
+             is_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """logp, old_logp, gen_mask, hint_mask, ref_logp, entropy, is_weight: [B, T]; advantages: [B].
 
     Returns the scalar loss and detached per-term values (each already divided by its normaliser).
     """
     pg, stats = clipped_policy_loss(logp, old_logp, advantages, gen_mask, epsilon=epsilon,
                                     epsilon_high=epsilon_high, aggregation=aggregation,
-                                    normalizer=policy_normalizer)
+                                    normalizer=policy_normalizer, is_weight=is_weight)
     loss = pg
     terms = {"policy_loss": pg.detach(), **stats}
     if beta > 0 and bool(hint_mask.any()):

@@ -24,6 +24,12 @@ where L_max = max_completion_length. "token-mean" and "dr-grpo" compute the same
 normaliser the caller passes differs. Sequences without any masked token contribute 0 in
 "seq-mean-token-mean" (whether they count in N_sequences is the caller's choice).
 
+Sampler mismatch. The rollout engine may compute log-probs differently from the trainer (bf16
+copy of the weights, vLLM kernels), so pi_sampler != pi_old even on-policy. Truncated importance
+sampling (Yao et al. 2025, "Your efficient RL framework secretly brings you off-policy RL
+training"; TRL's vllm_importance_sampling_cap, verl's tis_imp_ratio_cap) multiplies each token's
+loss by w_it = min(pi_old / pi_sampler, C), a constant.
+
 KL: the k3 estimator (Schulman 2020, "Approximating KL divergence") of KL(pi || pi_ref) per
 token, exp(ref - logp) - (ref - logp) - 1 >= 0, unbiased for samples from pi; used by GRPO,
 TRL (beta > 0) and the KL term of the official UFT code.
@@ -73,13 +79,14 @@ def ppo_clip_terms(ratio: torch.Tensor, advantages: torch.Tensor, eps_low: float
 
 def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                         mask: torch.Tensor, *, epsilon: float = 0.2, epsilon_high: float | None = None,
-                        aggregation: str = "token-mean",
-                        normalizer: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                        aggregation: str = "token-mean", normalizer: float,
+                        is_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO-clipped surrogate over the masked (generated) tokens.
 
     logp: [B, T] current log-probs (with grad); old_logp: [B, T] log-probs of the sampling policy
     (treated as constants); advantages: [B]; mask: [B, T] bool; epsilon: lower clip (and upper
-    when epsilon_high is None); normalizer: the global count that `aggregation` divides by.
+    when epsilon_high is None); normalizer: the global count that `aggregation` divides by;
+    is_weight: [B, T] constant per-token weight (truncated importance sampling), or None.
 
     Returns (loss, stats). stats are detached 0-dim tensors over this call's masked tokens:
     clip_ratio_low, clip_ratio_high, clip_ratio (either bound), ratio_mean, and num_tokens, the
@@ -88,6 +95,8 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
     eps_high = epsilon if epsilon_high is None else epsilon_high
     ratio = torch.exp(logp - old_logp.detach())                    # [B, T]
     per_token, low, high = ppo_clip_terms(ratio, advantages, epsilon, eps_high)
+    if is_weight is not None:
+        per_token = per_token * is_weight.detach()
     loss = aggregate(per_token, mask, aggregation, normalizer)
     with torch.no_grad():
         n = mask.sum()
@@ -109,3 +118,8 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     """
     delta = ref_logp.detach() - logp                               # [B, T]
     return torch.exp(delta) - delta - 1.0
+
+
+def truncated_is_weight(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """min(pi_old / pi_sampler, cap) per token, a constant. [B, T], [B, T] -> [B, T]."""
+    return torch.exp(old_logp.detach() - sampler_logp.detach()).clamp(max=cap)

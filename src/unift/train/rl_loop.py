@@ -10,9 +10,11 @@
         scoring   <- task reward of hint + completion; group-normalised advantages
         update    <- per mini-batch (whole groups): micro-batches -> uft_loss -> backward -> AdamW step
 
-Deviations from the textbook, stated as nanochat does: the rollout's own log-probs serve as
-pi_old (no separate pass: with one update per rollout the ratio is 1 up to bf16 rounding);
-hints are drawn from a generator seeded by (seed, step), so a resumed run draws the same hints.
+Deviations from the textbook, stated as nanochat does: with one update per rollout batch pi_old
+is the trainer's own log-prob of the same forward pass, detached (ratio 1, no extra pass); with
+several, one no-grad pass computes it first. The sampler's log-probs (bf16 engine copy, or vLLM)
+only enter the truncated importance weight min(pi_old / pi_sampler, rl.tis_cap). Hints are drawn
+from a generator seeded by (seed, step), so a resumed run draws the same hints.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,23 +36,15 @@ from unift.errors import UserError
 from unift.logprobs import sequence_logprobs, sequence_logprobs_and_entropy
 from unift.rl.advantages import group_advantages, zero_std_fraction
 from unift.rl.hints import (AdaptiveHints, cosine_hint_fraction, hint_for, num_chunks, official_stage_chunks,
-                            sample_chunks_binomial, sample_chunks_uniform)
+                            sample_chunks_binomial, sample_chunks_uniform, with_answer_piece)
 from unift.rl.objective import uft_loss
+from unift.rl.policy_loss import truncated_is_weight
+from unift.rl.rollout import Sequence, prune_for_update, rollout
 from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, create_dir, load_policy
-
-
-@dataclass
-class Sequence:
-    """One completion in training form: prompt (+ hint) + generated tokens."""
-
-    rendered: Rendered          # input_ids and roles (PROMPT / HINT / GENERATED)
-    old_logp: list[float]       # sampler log-probs of the GENERATED tokens, in order
-    advantage: float
-    truncated: bool
 
 
 def load_rl_data(cfg: Config):
@@ -66,6 +59,8 @@ def load_rl_data(cfg: Config):
         if cfg.method in ("uft", "r3") and not ex.pieces:
             raise UserError(f"{cfg.data.train} row {i}: {cfg.method} needs reference solution pieces "
                             f"(column 'hint') to cut hints from")
+        if cfg.hints.answer_piece:
+            ex.pieces = with_answer_piece(ex.pieces, ex.completion)
     return examples
 
 
@@ -116,7 +111,7 @@ def train_rl(cfg: Config) -> Path:
     def extra_state() -> dict:
         return {"adaptive_hints": adaptive.state_dict() if adaptive else None}
 
-    engine = HFEngine(model, tokenizer, batch_size=r.generation_batch_size, autocast_dtype=amp)
+    engine = HFEngine(model, tokenizer, batch_size=r.generation_batch_size, dtype=amp)
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                             n=r.num_generations, stop=(r.stop,) if r.stop else ())
 
@@ -131,9 +126,10 @@ def train_rl(cfg: Config) -> Path:
             hints = [hint_for(examples[i].pieces, k, cfg.hints.max_chunks) if k else "" for i, k in zip(ids, chunks)]
             batch_prompts = [render_prompt(examples[i], tokenizer, cfg.data.template, hint=h)
                              if h else prompts[i] for i, h in zip(ids, hints)]
-            # ---- 2. rollout (no grad)
+            # ---- 2. rollout (no grad) with the current weights
+            engine.sync_weights()
             params.seed = cfg.seed * 7919 + step
-            completions = engine.generate([p.input_ids for p in batch_prompts], params)
+            completions = rollout(engine, [p.input_ids for p in batch_prompts], hints, params, r.stop)
             t1 = time.perf_counter()
             # ---- 3. scoring and advantages
             rewards = torch.tensor([tasks[examples[ids[c.prompt_index]].task].score(
@@ -182,33 +178,60 @@ def train_rl(cfg: Config) -> Path:
     return run.finish(step, cursor, extra_state())
 
 
+def _micro_batches(seqs: list[Sequence], micro: int, pad_id, device):
+    """Length-sorted micro-batches: (sequences, batch, gen_mask [b, T-1], hint_mask [b, T-1])."""
+    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j].rendered.input_ids))
+    for start in range(0, len(order), micro):
+        part = [seqs[j] for j in order[start:start + micro]]
+        batch = collate([s.rendered for s in part], pad_id, device)
+        yield part, batch, batch.roles[:, 1:] == GENERATED, batch.roles[:, 1:] == HINT
+
+
+def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Place the per-token values of the masked positions (in order) into a [b, T-1] fp32 tensor."""
+    return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, values)
+
+
+@torch.no_grad()
+def _set_old_logp(model, sequences: list[Sequence], cfg: Config, pad_id, device, amp) -> None:
+    """pi_old for several updates per rollout batch: one no-grad pass before the first update."""
+    for part, batch, gen_mask, _ in _micro_batches(sequences, cfg.train.micro_batch_size, pad_id, device):
+        with autocast(device, amp):
+            logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, gen_mask, cfg.rl.temperature)
+        for s, row, m in zip(part, logp, gen_mask):
+            s.old_logp = row[m].float()
+
+
 def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cfg: Config, pad_id, device,
-           amp) -> dict[str, float]:
-    """Optimizer updates on one rollout batch: rl.epochs x rl.updates_per_step mini-batches."""
+           amp, prune: bool = True) -> dict[str, float]:
+    """Optimizer updates on one rollout batch: rl.epochs x rl.updates_per_step mini-batches.
+
+    prune: skip the work that cannot change the loss (see `unift.rl.rollout.prune_for_update`).
+    """
     r, h = cfg.rl, cfg.hints
     group = r.num_generations
     n_groups = len(sequences) // group
     per_update = n_groups // r.updates_per_step
+    n_updates = r.epochs * r.updates_per_step
     beta = h.beta if cfg.method == "uft" else 0.0  # R3 and RFT have no hint log-likelihood term
     totals: dict[str, float] = {}
-    micro = cfg.train.micro_batch_size
+    minis, norms = [], []
+    for u in range(r.updates_per_step):
+        mini = sequences[u * per_update * group:(u + 1) * per_update * group]
+        gen_tokens = sum(s.rendered.roles[1:].count(GENERATED) * (not (r.mask_truncated and s.truncated))
+                         for s in mini)
+        norms.append({"token-mean": max(1, gen_tokens), "seq-mean-token-mean": len(mini),
+                      "dr-grpo": len(mini) * r.max_new_tokens}[r.loss_aggregation])
+        minis.append(prune_for_update(mini, group, keep_all=not prune or r.kl_coef > 0 or r.entropy_coef > 0))
+    _add(totals, "pruned_sequences", float(len(sequences) - sum(len(m) for m in minis)))
+    if n_updates > 1:
+        _set_old_logp(model, [s for m in minis for s in m], cfg, pad_id, device, amp)
     for _ in range(r.epochs):
-        for u in range(r.updates_per_step):
-            mini = sequences[u * per_update * group:(u + 1) * per_update * group]
-            gen_tokens = sum(s.rendered.roles[1:].count(GENERATED) * (not (r.mask_truncated and s.truncated))
-                             for s in mini)
+        for mini, policy_norm in zip(minis, norms):
             hint_tokens = sum(s.rendered.roles[1:].count(HINT) for s in mini)
-            policy_norm = {"token-mean": max(1, gen_tokens), "seq-mean-token-mean": len(mini),
-                           "dr-grpo": len(mini) * r.max_new_tokens}[r.loss_aggregation]
-            order = sorted(range(len(mini)), key=lambda j: len(mini[j].rendered.input_ids))
-            for start in range(0, len(order), micro):
-                part = [mini[j] for j in order[start:start + micro]]
-                batch = collate([s.rendered for s in part], pad_id, device)
-                gen_mask = batch.roles[:, 1:] == GENERATED                                  # [b, T-1]
-                hint_mask = batch.roles[:, 1:] == HINT                                      # [b, T-1]
-                old_logp = torch.zeros(gen_mask.shape, dtype=torch.float32, device=device)
-                old_logp = old_logp.masked_scatter(gen_mask, torch.tensor(
-                    [lp for s in part for lp in s.old_logp], dtype=torch.float32, device=device))
+            for part, batch, gen_mask, hint_mask in _micro_batches(mini, cfg.train.micro_batch_size, pad_id, device):
+                sampler_logp = _scatter(gen_mask, torch.tensor([lp for s in part for lp in s.sampler_logp],
+                                                               dtype=torch.float32, device=device))
                 advantages = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=device)
                 policy_mask = gen_mask.clone()
                 if r.mask_truncated:
@@ -222,12 +245,14 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                         with torch.no_grad():
                             ref_logp = sequence_logprobs(reference, batch.input_ids, batch.attention_mask,
                                                          gen_mask, r.temperature)
+                old_logp = logp.detach() if n_updates == 1 else _scatter(gen_mask, torch.cat([s.old_logp for s in part]))
+                is_weight = truncated_is_weight(old_logp, sampler_logp, r.tis_cap) if r.tis_cap > 0 else None
                 loss, terms = uft_loss(logp, old_logp, advantages, policy_mask, hint_mask,
                                        policy_normalizer=policy_norm, hint_normalizer=max(1, hint_tokens),
                                        epsilon=r.epsilon, epsilon_high=r.epsilon_high or None,
                                        aggregation=r.loss_aggregation, beta=beta, hint_loss=h.loss,
                                        ref_logp=ref_logp, kl_coef=r.kl_coef, entropy=entropy,
-                                       entropy_coef=r.entropy_coef)
+                                       entropy_coef=r.entropy_coef, is_weight=is_weight)
                 loss.backward()
                 n_gen = float(gen_mask.sum())
                 _add(totals, "loss", loss.item())
@@ -238,6 +263,14 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                 _add(totals, "clip_tokens", float(terms["num_tokens"]))
                 _add(totals, "entropy_sum", float((entropy.detach() * gen_mask).sum()))
                 _add(totals, "gen_tokens", n_gen)
+                with torch.no_grad():  # how far the sampler is from the trainer, per generated token
+                    diff = (old_logp - sampler_logp)[gen_mask]
+                    _add(totals, "mismatch_abs_sum", float(diff.abs().sum()))
+                    if r.tis_cap > 0:
+                        _add(totals, "tis_capped", float((diff.exp() > r.tis_cap).sum()))
+            for param in model.parameters():  # nothing left to backpropagate: the same step as zero gradients
+                if param.requires_grad and param.grad is None:
+                    param.grad = torch.zeros_like(param)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
             if torch.isfinite(grad_norm):
@@ -247,10 +280,13 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             _add(totals, "grad_norm_sum", float(grad_norm))
-    n_updates = r.epochs * r.updates_per_step
-    out = {"loss": totals["loss"] / n_updates, "policy_loss": totals["policy_loss"] / n_updates,
-           "policy_clip_ratio": totals["clip_ratio_weighted"] / max(1.0, totals["clip_tokens"]),
-           "entropy": totals["entropy_sum"] / max(1.0, totals["gen_tokens"]),
+    gen = max(1.0, totals.get("gen_tokens", 0.0))
+    out = {"loss": totals.get("loss", 0.0) / n_updates, "policy_loss": totals.get("policy_loss", 0.0) / n_updates,
+           "policy_clip_ratio": totals.get("clip_ratio_weighted", 0.0) / max(1.0, totals.get("clip_tokens", 0.0)),
+           "entropy": totals.get("entropy_sum", 0.0) / gen,
+           "sampler_logp_abs_diff": totals.get("mismatch_abs_sum", 0.0) / gen,
+           "pruned_sequences": totals["pruned_sequences"],
+           "tis_capped_fraction": totals.get("tis_capped", 0.0) / gen,
            "grad_norm": totals["grad_norm_sum"] / n_updates,
            "skipped_nonfinite": totals.get("skipped_nonfinite", 0.0)}
     if "hint_loss" in totals:

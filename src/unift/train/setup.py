@@ -90,7 +90,7 @@ class PeriodicEval:
 
         e = self.cfg.eval
         r = evaluate(model, self.tokenizer, self.examples, template=self.cfg.data.template,
-                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, autocast_dtype=self.amp,
+                     max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, dtype=self.amp,
                      max_prompt_tokens=self.cfg.data.max_prompt_tokens)
         return {"eval_pass@1": r["overall"]["pass@1"], "eval_formatted": r["overall"]["formatted"]}
 
