@@ -75,6 +75,10 @@ def test_data_command(tmp_path, capsys):
     assert len(rows) == 5 and {"prompt", "completion", "hint", "ground_truth"} <= set(rows[0])
     assert "did you mean 'kk_logic'" in error_of(["data", "kk_logik", "--n", "5", "--out", str(out)], capsys)
     assert "--n must be at least 1" in error_of(["data", "countdown", "--n", "0", "--out", str(out)], capsys)
+    assert main(["data", "countdown", "--numbers", "3", "--n", "4", "--out", str(out)]) == 0
+    assert all(len(json.loads(line)["ground_truth"]["numbers"]) == 3 for line in out.read_text().splitlines())
+    assert "--numbers is for countdown" in error_of(["data", "kk_logic", "--numbers", "3", "--out", str(out)], capsys)
+    assert "must be 2-5" in error_of(["data", "countdown", "--numbers", "7", "--out", str(out)], capsys)
 
 
 def test_no_traceback_from_the_real_command(tmp_path):

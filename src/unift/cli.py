@@ -60,6 +60,8 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=1000, help="number of problems")
     d.add_argument("--seed", type=int, default=1, help="generator seed")
     d.add_argument("--out", required=True, help="output .jsonl file")
+    d.add_argument("--numbers", type=int, default=0,
+                   help="countdown only: numbers per problem, 2-5 (default: a mix of 3 and 4)")
 
     c = sub.add_parser("compare", help="train several methods with the same budget and compare them",
                        description="Train a list of methods (e.g. base, SFT, DFT, RFT, R3, UFT) on the same data "
@@ -197,7 +199,12 @@ def _data(args) -> int:
         raise UserError(f"--n must be at least 1, got {args.n}")
     if not args.out.endswith(".jsonl"):
         raise UserError(f"--out must be a .jsonl file, got {args.out}")
-    examples = generate(args.task, args.n, args.seed)
+    options = {}
+    if args.numbers:
+        if args.task != "countdown" or not 2 <= args.numbers <= 5:
+            raise UserError(f"--numbers is for countdown and must be 2-5, got {args.numbers} for {args.task}")
+        options = {"min_numbers": args.numbers, "max_numbers": args.numbers}
+    examples = generate(args.task, args.n, args.seed, **options)
     write_jsonl(examples, Path(args.out))
     print(f"wrote {len(examples)} {args.task} problems to {args.out}")
     return 0

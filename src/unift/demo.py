@@ -23,7 +23,7 @@ from pathlib import Path
 from unift.errors import UserError
 
 SFT_STEPS = 40
-UFT_STEPS = 16
+UFT_STEPS = 20
 DEFAULT_EVAL_N = 100
 TRAIN_N = 2000
 MAX_NEW_TOKENS = 128
@@ -78,8 +78,8 @@ def run_demo(method: str = "uft", steps: int = 0, eval_n: int = 0, model: str = 
               "train.micro_batch_size=8", "log.progress=true"]
     if method == "uft":
         cfg = load_config(None, common + [f"train.steps={steps}", "train.lr=1e-4", "train.schedule=constant",
-                                          "train.warmup_ratio=0", "rl.prompts_per_step=8", "rl.num_generations=4",
-                                          "rl.max_new_tokens=64", f"hints.t_hint={max(1, round(0.6 * steps))}",
+                                          "train.warmup_ratio=0", "rl.prompts_per_step=16", "rl.num_generations=2",
+                                          "rl.max_new_tokens=128", f"hints.t_hint={steps}",
                                           "hints.beta=1.0", "hints.answer_piece=true"])
         from unift.train.rl_loop import train_rl as train
     else:

@@ -70,8 +70,8 @@ def task_for_data_source(data_source: str) -> str:
     )
 
 
-def generate(task_name: str, n: int, seed: int) -> list[Example]:
-    """`n` generated problems of `task_name` (only tasks with a generator)."""
+def generate(task_name: str, n: int, seed: int, **options) -> list[Example]:
+    """`n` generated problems of `task_name` (only tasks with a generator); options go to its generator."""
     task = get_task(task_name)
     make = getattr(task, "generate", None)
     if make is None:
@@ -81,4 +81,4 @@ def generate(task_name: str, n: int, seed: int) -> list[Example]:
         )
     if n < 1:
         raise UserError(f"number of problems must be at least 1, got {n}")
-    return make(n, seed)
+    return make(n, seed, **options)
