@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest tests
+
+# The peers (TRL) come from the optional `bench` extra; results go to benchmarks/results/.
+bench: $(STAMP)
+	$(PIP) install -q -e ".[bench]"
+	$(PY) -m unift.bench
 
 clean:
 	rm -rf $(VENV) runs

@@ -6,9 +6,11 @@
                      (UFT, cosine p(t)), Uniform(0..num) (R3), per-prompt adaptive, or none (RFT);
                      one hint shared by the prompt's whole group
         rollout   <- rl.num_generations completions per prompt continuing prompt + hint (no grad);
-                     the sampler returns the log-prob of every sampled token
+                     the sampler returns the log-prob of every sampled token (a hint that already
+                     holds the stop string is not generated: unift.rl.rollout)
         scoring   <- task reward of hint + completion; group-normalised advantages
-        update    <- per mini-batch (whole groups): micro-batches -> uft_loss -> backward -> AdamW step
+        update    <- per mini-batch (whole groups, zero-advantage completions left out):
+                     micro-batches -> uft_loss -> backward -> AdamW step
 
 Deviations from the textbook, stated as nanochat does: with one update per rollout batch pi_old
 is the trainer's own log-prob of the same forward pass, detached (ratio 1, no extra pass); with

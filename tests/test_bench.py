@@ -1,0 +1,37 @@
+"""The benchmark's bookkeeping (the benchmark itself is run by `make bench`, not by the tests):
+ratios, missing peers and bad arguments."""
+
+from unift import bench
+
+
+def test_report_ratios_and_missing_peers():
+    results = {
+        "peak:matmul": {"bf16_gflops": 400.0, "fp32_gflops": 200.0, "parameters": 100_000_000},
+        "rl:unift-grpo": {"step_s": 5.0, "rollout_s": 3.0, "scoring_s": 0.01, "update_s": 2.0,
+                          "completion_tokens": 4000, "pruned_sequences": 8, "peak_rss_mb": 2048},
+        "rl:trl-grpo": {"step_s": 30.0, "peak_rss_mb": 4096},
+        "sft:unift-sft": {"tokens_per_s": 300.0},
+        "sft:trl-dft": {"tokens_per_s": 100.0},
+        "rollout:unift-16": {"tokens_per_s": 200.0},
+        "rollout:hf-bf16-16": {"tokens_per_s": 50.0},
+        "rollout:vllm-16": {"skipped": "vllm is not installed"},
+    }
+    text = bench.report(results)
+    assert "6.00x faster" in text                       # 30 s / 5 s
+    assert "| 300 | 100 | 3.00x |" in text
+    assert "| 200 | 50 | 4.00x |" in text
+    assert "2.00 GB / 4.00 GB" in text
+    assert "45% of the bf16 matmul peak" in text        # 6 * 1e8 * 300 / 400e9
+    assert "rollout:vllm-16: vllm is not installed" in text
+
+
+def test_arguments_are_checked(capsys):
+    assert bench.main(["--workloads", "rl,nope"]) == 2
+    assert "unknown workload 'nope'" in capsys.readouterr().err
+    assert bench.main(["--steps", "1"]) == 2
+    assert "--steps must be at least 2" in capsys.readouterr().err
+
+
+def test_median_drops_the_warm_up_step():
+    assert bench._measured([100.0, 2.0, 4.0, 3.0]) == 3.0
+    assert bench._measured([7.0]) == 7.0
