@@ -86,3 +86,17 @@ def test_bf16_engine_copy_follows_synced_weights(tiny):
     engine.sync_weights()
     fresh = engine.generate([[5, 6, 7]], greedy)[0]
     assert abs(fresh.logprobs[0] - policy_logp(fresh.token_ids[0])) < 0.05
+
+
+def test_u_at_the_total_mass_draws_the_last_positive_token(monkeypatch):
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.ones(shape, dtype=kw.get("dtype")))
+    tokens = sample_categorical(torch.tensor([[0.2, 0.8, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]), None)
+    assert tokens.tolist() == [1, 3]
+
+
+def test_bf16_copy_keeps_fp32_buffers(tiny):
+    model, tok = tiny
+    engine = HFEngine(model, tok, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in engine.model.parameters())
+    floats = [b for b in engine.model.buffers() if b.is_floating_point()]
+    assert floats and all(b.dtype == torch.float32 for b in floats)   # e.g. rotary inv_freq

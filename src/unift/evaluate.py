@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from unift.data.render import render_prompt
-from unift.engine import HFEngine, SamplingParams, completion_text
+from unift.engine import HFEngine, SamplingParams, cast_parameters, completion_text
 from unift.errors import UserError
 from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE, Example
@@ -109,7 +109,7 @@ def evaluate_model(model_name: str, data: str, *, task: str = "", limit: int = 0
     dev = pick_device(device)
     model, tokenizer = load_model(model_name)
     dtype = autocast_dtype(precision, dev)
-    model.to(device=dev, dtype=dtype or model.dtype)
+    cast_parameters(model.to(dev), dtype or model.dtype)
     return evaluate(model, tokenizer, examples, template=template, max_new_tokens=max_new_tokens,
                     batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
                     max_prompt_tokens=max_prompt_tokens)

@@ -40,3 +40,8 @@ def test_prune_keeps_what_the_loss_needs():
     assert out[1].rendered.roles.count(HINT) == 1 and out[2].rendered.roles.count(HINT) == 0
     assert out[2].rendered.roles.count(GENERATED) == 2 and out[2].advantage == -1.0
     assert len(prune_for_update(seqs, group=2, keep_all=True)) == 6
+
+
+def test_prune_without_hint_loss_drops_hint_only_groups():
+    seqs = [seq(2, 3, 0.0), seq(2, 4, 0.0), seq(1, 3, 1.0), seq(1, 2, -1.0)]
+    assert len(prune_for_update(seqs, group=2, hint_loss=False)) == 2    # R3 / RFT: no hint term

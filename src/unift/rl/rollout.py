@@ -49,8 +49,10 @@ def rollout(engine, prompts: list[list[int]], hints: list[str], params: Sampling
     return out
 
 
-def prune_for_update(sequences: list[Sequence], group: int, keep_all: bool = False) -> list[Sequence]:
-    """The sequences an update needs, see the module docstring. keep_all: KL or entropy terms are trained."""
+def prune_for_update(sequences: list[Sequence], group: int, keep_all: bool = False,
+                     hint_loss: bool = True) -> list[Sequence]:
+    """The sequences an update needs, see the module docstring. keep_all: KL or entropy terms are
+    trained; hint_loss: the hint log-likelihood is trained (beta > 0), else hints are never kept alone."""
     if keep_all:
         return list(sequences)
     out: list[Sequence] = []
@@ -58,7 +60,7 @@ def prune_for_update(sequences: list[Sequence], group: int, keep_all: bool = Fal
         members = sequences[g:g + group]
         first = members[0].rendered
         if all(s.advantage == 0.0 for s in members):
-            if HINT in first.roles:  # keep prompt + hint only, for the hint log-likelihood
+            if hint_loss and HINT in first.roles:  # keep prompt + hint only, for the hint log-likelihood
                 cut = first.roles.index(GENERATED) if GENERATED in first.roles else len(first.roles)
                 out.append(Sequence(Rendered(first.input_ids[:cut], first.roles[:cut]), [], 0.0, False))
             continue

@@ -224,7 +224,8 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                          for s in mini)
         norms.append({"token-mean": max(1, gen_tokens), "seq-mean-token-mean": len(mini),
                       "dr-grpo": len(mini) * r.max_new_tokens}[r.loss_aggregation])
-        minis.append(prune_for_update(mini, group, keep_all=not prune or r.kl_coef > 0 or r.entropy_coef > 0))
+        minis.append(prune_for_update(mini, group, keep_all=not prune or r.kl_coef > 0 or r.entropy_coef > 0,
+                                      hint_loss=beta > 0))
     _add(totals, "pruned_sequences", float(len(sequences) - sum(len(m) for m in minis)))
     if n_updates > 1:
         _set_old_logp(model, [s for m in minis for s in m], cfg, pad_id, device, amp)
