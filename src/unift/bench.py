@@ -265,7 +265,8 @@ def run_one(name: str, steps: int) -> dict:
         tmp = Path(d)
         started = time.perf_counter()
         if kind == "rl":
-            result = _rl_trl(steps, tmp) if system == "trl-grpo" else _rl_unift(system.split("-")[1], steps, tmp)
+            method = {"unift-grpo": "rft", "unift-uft": "uft"}.get(system)
+            result = _rl_trl(steps, tmp) if system == "trl-grpo" else _rl_unift(method, steps, tmp)
         elif kind == "sft":
             result = _sft_trl(steps, tmp) if system == "trl-dft" else _sft_unift(system.split("-")[1], steps, tmp)
         elif kind == "rollout":

@@ -283,13 +283,14 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             _add(totals, "grad_norm_sum", float(grad_norm))
-    gen = max(1.0, totals.get("gen_tokens", 0.0))
+    gen = totals.get("gen_tokens", 0.0)  # generated tokens that entered the update (none: no entropy figure)
+    per_gen = (lambda key: totals.get(key, 0.0) / gen) if gen else (lambda key: None)
     out = {"loss": totals.get("loss", 0.0) / n_updates, "policy_loss": totals.get("policy_loss", 0.0) / n_updates,
            "policy_clip_ratio": totals.get("clip_ratio_weighted", 0.0) / max(1.0, totals.get("clip_tokens", 0.0)),
-           "entropy": totals.get("entropy_sum", 0.0) / gen,
-           "sampler_logp_abs_diff": totals.get("mismatch_abs_sum", 0.0) / gen,
+           "entropy": per_gen("entropy_sum"),
+           "sampler_logp_abs_diff": per_gen("mismatch_abs_sum"),
            "pruned_sequences": totals["pruned_sequences"],
-           "tis_capped_fraction": totals.get("tis_capped", 0.0) / gen,
+           "tis_capped_fraction": per_gen("tis_capped"),
            "grad_norm": totals["grad_norm_sum"] / n_updates,
            "skipped_nonfinite": totals.get("skipped_nonfinite", 0.0)}
     if "hint_loss" in totals:
