@@ -65,7 +65,9 @@ def test_categorical_sampling_follows_probabilities_and_skips_zeros():
 
 
 def test_bf16_engine_copy_follows_synced_weights(tiny):
-    model, tok = tiny
+    import copy
+
+    model, tok = copy.deepcopy(tiny[0]), tiny[1]   # the shared tiny model must stay unchanged
     engine = HFEngine(model, tok, dtype=torch.bfloat16)
     assert engine.model is not model and next(engine.model.parameters()).dtype == torch.bfloat16
     assert next(model.parameters()).dtype == torch.float32          # the policy keeps fp32 weights

@@ -102,5 +102,5 @@ def test_pruned_update_equals_full_update(tiny):
         stats = update(m, None, opt, sched, seqs, cfg, tok.pad_token_id, torch.device("cpu"), None, prune=prune)
         weights.append([p.detach().clone() for p in m.parameters()])
         assert stats["pruned_sequences"] == (3 if prune else 0)
-    assert max(float((a - b).abs().max()) for a, b in zip(*weights)) < 1e-6
+    assert max(float((a - b).abs().max()) for a, b in zip(*weights)) < 1e-5  # fp32 sums in another order
     assert any(not torch.equal(a, p) for a, p in zip(weights[0], model.parameters()))  # it did train
