@@ -133,7 +133,7 @@ def _rl_trl(steps: int, tmp: Path) -> dict:
 def _sft_rows(tokenizer, n: int) -> list[dict]:
     """Prompt-completion rows of exactly SFT_TOKENS tokens (plain text) each."""
     rows = []
-    solutions = [ex for ex in _countdown_rows(n * 12)]
+    solutions = _countdown_rows(n * 12)
     for i in range(n):
         prompt = solutions[i * 12].prompt
         text = " ".join(ex.completion for ex in solutions[i * 12:(i + 1) * 12])
