@@ -1,4 +1,4 @@
-"""The `unift` command: train, eval, data, demo.
+"""The `unift` command: train, eval, data, compare, horizon, demo, merge-lora.
 
 A user's mistake (`UserError`) is printed as one line `unift: error: ...` with exit status 2;
 anything else is a bug and keeps its traceback.
@@ -85,6 +85,18 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--eval-n", type=int, default=0, help="held-out problems (0 = the demo default)")
     m.add_argument("--model", default="smollm2-135m", help="model to start from")
     m.add_argument("--out", default="runs/demo", help="output directory")
+
+    g = sub.add_parser("merge-lora", help="merge a LoRA adapter into its base model (a plain HF directory)",
+                       description="Merge a LoRA adapter (W = W0 + B A * alpha / r) into its base model and write\n"
+                                   "a plain Hugging Face model directory that transformers, vLLM and `unift eval` load.",
+                       epilog="example:\n  unift merge-lora runs/countdown-uft-lora/final/adapter "
+                              "--base smollm2-135m --out runs/merged",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("adapter", metavar="ADAPTER_DIR", help="peft adapter directory (adapter_config.json), or a "
+                                                          "unift final/ or checkpoint model/ directory holding adapter/")
+    g.add_argument("--base", required=True, help="the model the adapter was trained on: HF directory, hub id, "
+                                                 "smollm2-135m or tiny")
+    g.add_argument("--out", required=True, help="new directory for the merged model (must not exist or be empty)")
     return p
 
 
@@ -121,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             from unift import horizon
 
             return horizon.main(args)
+        if args.command == "merge-lora":
+            from unift.lora import merge_adapter_dir
+
+            print(f"merged model: {merge_adapter_dir(args.adapter, args.base, args.out)}")
+            return 0
         if args.command == "demo":
             from unift.demo import run_demo
 

@@ -151,6 +151,21 @@ class EvalConfig:
     top_p: float = _f(1.0, "nucleus sampling for avg@k")
 
 
+LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA adapters through peft (unift.lora): W = W0 + B A * alpha / r, only A and B train."""
+
+    enabled: bool = _f(False, "train LoRA adapters instead of all weights")
+    r: int = _f(16, "rank of the adapters")
+    alpha: float = _f(32.0, "scaling numerator: the update B A is multiplied by alpha / r")
+    dropout: float = _f(0.0, "dropout on the adapters' input")
+    target_modules: str = _f(LORA_TARGETS, "comma-separated names of the linear layers to adapt "
+                                           "(default: attention and MLP projections of Llama-like models)")
+
+
 @dataclass
 class Config:
     method: str = _f("sft", "training method", choices=METHODS)
@@ -167,6 +182,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -332,9 +348,24 @@ def validate(cfg: Config) -> Config:
         for ok, message in rl_checks:
             if not ok:
                 raise UserError(message)
+    _validate_lora(cfg)
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
     return cfg
+
+
+def _validate_lora(cfg: Config) -> None:
+    a = cfg.lora
+    checks = [
+        (a.r >= 1, f"lora.r must be at least 1, got {a.r}"),
+        (a.alpha > 0, f"lora.alpha must be positive, got {a.alpha}"),
+        (0 <= a.dropout < 1, f"lora.dropout must be in [0, 1), got {a.dropout}"),
+        (any(name.strip() for name in a.target_modules.split(",")),
+         f"lora.target_modules is empty: give comma-separated layer names, e.g. {LORA_TARGETS}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:

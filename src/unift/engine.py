@@ -19,7 +19,6 @@ truncated importance sampling).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
@@ -27,6 +26,7 @@ import torch
 from transformers import StaticCache
 
 from unift.logprobs import final_logit_transform
+from unift.lora import named_weights, plain_copy
 
 
 @dataclass
@@ -99,16 +99,19 @@ class HFEngine:
         if dtype is None or dtype == own:
             self.model = model
         else:
-            self.model = cast_parameters(copy.deepcopy(model), dtype).eval().requires_grad_(False)
+            # a plain copy: a LoRA policy's adapters are merged into it (unift.lora)
+            self.model = cast_parameters(plain_copy(model), dtype).eval().requires_grad_(False)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = end_token_ids(model, tokenizer)
 
     @torch.no_grad()
     def sync_weights(self) -> None:
-        """Copy the policy's current weights into the engine's copy (no-op without a copy)."""
+        """Copy the policy's current weights into the engine's copy (no-op without a copy).
+
+        A LoRA policy gives its merged weights W0 + B A * alpha / r (`unift.lora.named_weights`)."""
         if self.model is self.policy:
             return
-        for (name, dst), (src_name, src) in zip(self.model.named_parameters(), self.policy.named_parameters()):
+        for (name, dst), (src_name, src) in zip(self.model.named_parameters(), named_weights(self.policy)):
             if name != src_name or dst.shape != src.shape:
                 raise RuntimeError(f"engine copy and policy differ at {name} / {src_name}: rebuild the engine")
             dst.copy_(src)

@@ -244,6 +244,8 @@ def save_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     chat template) into a temporary directory next to `out_dir`, then renames it into place,
     replacing an existing `out_dir` only once the new one is complete. transformers'
     `from_pretrained` (4.50+ and 5.x) and vLLM load the result unchanged. Returns `out_dir`.
+    A LoRA (peft) model is saved merged (W0 + B A * alpha / r), with the adapter alone in
+    `out_dir/adapter/` (see `unift.lora`).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +260,13 @@ def save_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
 
 
 def _write_hf_dir(model, tokenizer, directory: Path) -> None:
+    from unift.lora import ADAPTER_DIR, is_lora, plain_copy, save_adapter
+
     model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if is_lora(model):  # the merged plain model, and the adapter beside it
+        _write_hf_dir(plain_copy(model), tokenizer, directory)
+        save_adapter(model, directory / ADAPTER_DIR)
+        return
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
     if getattr(config, "tie_word_embeddings", False):
         inp, out = model.get_input_embeddings(), model.get_output_embeddings()

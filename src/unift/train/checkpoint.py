@@ -2,6 +2,7 @@
 
 Layout: OUTPUT_DIR/checkpoints/step-000050/
     model/            Hugging Face format (safetensors), loadable by transformers and vLLM
+    model/adapter/    LoRA runs: the adapter alone (model/ is then the merged model); resume reads it
     optimizer.pt      optimizer and scheduler state
     trainer_state.json  step, data position, RNG states (python, numpy, torch)
     config.yaml       the resolved run config

@@ -36,6 +36,7 @@ from unift.device import autocast
 from unift.engine import HFEngine, SamplingParams, completion_text
 from unift.errors import UserError
 from unift.logprobs import sequence_logprobs, sequence_logprobs_and_entropy
+from unift.lora import disabled_adapter
 from unift.rl.advantages import group_advantages, zero_std_fraction
 from unift.rl.hints import (AdaptiveHints, cosine_hint_fraction, hint_for, num_chunks, official_stage_chunks,
                             sample_chunks_binomial, sample_chunks_uniform, with_answer_piece)
@@ -46,7 +47,7 @@ from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import build_optimizer, create_dir, load_policy
+from unift.train.setup import build_optimizer, create_dir, load_policy, load_reference
 
 
 def load_rl_data(cfg: Config):
@@ -82,17 +83,14 @@ def choose_chunks(cfg: Config, step: int, num: int, prompt_id: int, rng: random.
 
 
 def train_rl(cfg: Config) -> Path:
-    from unift.models import load_model
-
     examples = load_rl_data(cfg)
     tasks = {ex.task: get_task(ex.task) for ex in examples}
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
     prompts = [render_prompt(ex, tokenizer, cfg.data.template, max_prompt_tokens=cfg.data.max_prompt_tokens,
                              where=f"{cfg.data.train} row {i}") for i, ex in enumerate(examples)]
     reference = None
-    if cfg.rl.kl_coef > 0:  # the frozen initial model, only when a KL term is trained
-        reference, _ = load_model(cfg.model, seed=cfg.seed)
-        reference.to(device).eval().requires_grad_(False)
+    if cfg.rl.kl_coef > 0:  # the frozen initial model (LoRA: the policy, adapter off), only for a KL term
+        reference = load_reference(cfg, model, device)
     create_dir(output_dir)
 
     r = cfg.rl
@@ -245,7 +243,7 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                         entropy_grad=r.entropy_coef > 0)
                     ref_logp = None
                     if reference is not None:
-                        with torch.no_grad():
+                        with torch.no_grad(), disabled_adapter(reference):
                             ref_logp = sequence_logprobs(reference, batch.input_ids, batch.attention_mask,
                                                          gen_mask, r.temperature)
                 old_logp = logp.detach() if n_updates == 1 else _scatter(gen_mask, torch.cat([s.old_logp for s in part]))

@@ -31,14 +31,12 @@ class Run:
         """Resume from the latest good checkpoint if asked; open the metric sinks.
 
         Returns (step, data cursor, the saved trainer state or {})."""
-        from unift.models import load_model
+        from unift.lora import restore_weights
 
         step, cursor, state = 0, Cursor(), {}
         resume_from = ckpt.latest_checkpoint(self.output_dir) if self.cfg.resume else None
         if resume_from is not None:
-            resumed, _ = load_model(str(resume_from / "model"))
-            self.model.load_state_dict(resumed.state_dict())
-            del resumed
+            restore_weights(self.model, resume_from / "model")  # the adapter alone under LoRA
             state = ckpt.load_training_state(resume_from, self.optimizer, self.scheduler)
             step, cursor = state["step"], Cursor(**state["cursor"])
             print(f"resumed from {resume_from} at step {step}")

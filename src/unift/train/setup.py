@@ -98,7 +98,8 @@ class PeriodicEval:
 def load_policy(cfg: Config):
     """After the data checks: check eval data and output_dir, seed, then load the model to train.
 
-    Returns (output_dir, device, model, tokenizer, autocast dtype). Nothing is written yet."""
+    Returns (output_dir, device, model, tokenizer, autocast dtype); with lora.enabled the model is
+    a peft model whose base weights are frozen. Nothing is written yet."""
     from unift.data.loading import load_examples
     from unift.device import autocast_dtype, pick_device
     from unift.models import load_model
@@ -109,5 +110,20 @@ def load_policy(cfg: Config):
     seed_everything(cfg.seed)
     device = pick_device(cfg.train.device)
     model, tokenizer = load_model(cfg.model, seed=cfg.seed)
+    if cfg.lora.enabled:  # only the adapters require gradients, so only they reach the optimizer
+        from unift.lora import apply_lora
+
+        model = apply_lora(model, cfg.lora)
     model.to(device).train()
     return output_dir, device, model, tokenizer, autocast_dtype(cfg.train.precision, device)
+
+
+def load_reference(cfg: Config, policy, device):
+    """The frozen initial model of the KL term: with LoRA the policy itself, used with its adapter
+    disabled (`unift.lora.disabled_adapter`); else a second copy of the starting model."""
+    from unift.models import load_model
+
+    if cfg.lora.enabled:
+        return policy
+    reference, _ = load_model(cfg.model, seed=cfg.seed)
+    return reference.to(device).eval().requires_grad_(False)
