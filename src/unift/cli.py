@@ -149,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"unift: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (which saves and stops by itself)
+        print("unift: error: interrupted", file=sys.stderr)
+        return 130
 
 
 def _train(args) -> int:

@@ -68,6 +68,8 @@ class TrainConfig:
     precision: str = _f("auto", "bf16 autocast with fp32 master weights, or fp32; auto = bf16 where "
                                 "the processor supports it", choices=PRECISIONS)
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
+    max_bad_steps: int = _f(3, "a step with a non-finite loss or gradient skips its update; after this many "
+                               "in a row the run stops (the last checkpoint is kept)")
 
 
 @dataclass
@@ -302,6 +304,7 @@ def validate(cfg: Config) -> Config:
         (t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)"),
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (t.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {t.max_bad_steps}"),
         (d.max_prompt_tokens > 0, "data.max_prompt_tokens must be positive"),
         (d.max_response_tokens > 0, "data.max_response_tokens must be positive"),
         (d.limit >= 0, "data.limit must be >= 0"),
@@ -315,6 +318,8 @@ def validate(cfg: Config) -> Config:
         (e.k >= 0, "eval.k must be >= 0"),
         (e.every >= 0, "eval.every must be >= 0"),
         (e.every == 0 or bool(e.data), "eval.every needs eval.data"),
+        (e.k == 0 or e.temperature > 0, f"eval.k={e.k} samples responses for avg@k, which needs "
+                                        f"eval.temperature above 0 (or set eval.k=0)"),
         (e.temperature >= 0, "eval.temperature must be >= 0"),
         (0 < e.top_p <= 1, "eval.top_p must be in (0, 1]"),
         (bool(cfg.output_dir), "output_dir must not be empty"),

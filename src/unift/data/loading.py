@@ -173,6 +173,11 @@ def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
                    data_source=data_source, task=task, extra=extra)
 
 
+def row_name(ex: Example, fallback: str) -> str:
+    """'FILE row N' numbered as the loader numbers rows (line number in JSONL, index otherwise)."""
+    return ex.extra.get("where", fallback)
+
+
 def load_examples(source: str, *, limit: int = 0, task: str = "") -> list[Example]:
     """Load all rows of `source` as Examples; `task` overrides each row's task."""
     if not source:
@@ -185,6 +190,7 @@ def load_examples(source: str, *, limit: int = 0, task: str = "") -> list[Exampl
     examples = []
     for number, row in _read_rows(source):
         ex = row_to_example(row, f"{source} row {number}", default_source)
+        ex.extra["where"] = f"{source} row {number}"
         if task:
             ex.task = task
         examples.append(ex)

@@ -11,7 +11,8 @@ Layout: OUTPUT_DIR/checkpoints/step-000050/
 A checkpoint is built in a temporary directory next to its final place and renamed into
 place only when complete, so a crash never leaves a half-written `step-*` directory. On load
 the manifest is checked; a damaged checkpoint is skipped (with a warning) in favour of the
-previous one. Only the newest `keep_last` checkpoints are kept.
+previous one. Only the newest `keep_last` checkpoints are kept. The temporary directory a
+killed run leaves behind is removed when the next run starts.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from unift.train.faults import kill_point
 
 MANIFEST = "manifest.json"
 
@@ -87,6 +90,7 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, sc
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_model(model, tokenizer, tmp / "model")
+    kill_point("checkpoint_write", step)  # test hook (unift.train.faults); a no-op otherwise
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
     torch.save({"rng": rng_state()}, tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
@@ -103,7 +107,12 @@ def _prune(root: Path, keep_last: int) -> None:
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in steps[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
-    for tmp in root.glob(".tmp-step-*"):  # left by a killed run
+    remove_leftovers(root.parent)
+
+
+def remove_leftovers(output_dir: Path) -> None:
+    """Delete the temporary directories of checkpoints a killed run did not finish writing."""
+    for tmp in (output_dir / "checkpoints").glob(".tmp-step-*"):
         if not tmp.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -28,6 +28,7 @@ from unift.data.render import TARGET, Rendered
 from unift.device import autocast
 from unift.errors import UserError
 from unift.logprobs import sequence_logprobs
+from unift.train.faults import kill_point
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, create_dir, load_policy, load_sft_data
@@ -89,6 +90,7 @@ def train(cfg: Config) -> Path:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
+            kill_point("update", step + 1)  # test hook (unift.train.faults); a no-op otherwise
             step, cursor = step + 1, next_cursor  # the step is complete: its data counts as seen
 
             elapsed = time.perf_counter() - started
@@ -103,6 +105,7 @@ def train(cfg: Config) -> Path:
                 "tokens_per_s": stats["tokens"] / elapsed,
                 "step_time_s": elapsed,
                 "skipped_nonfinite": int(not finite),
+                "example_ids": indices,  # the rows this step trained on (resume checks)
             }
             if not finite:
                 print(f"step {step}: non-finite loss or gradient, update skipped")
@@ -113,13 +116,14 @@ def train(cfg: Config) -> Path:
 
 
 def render_all(examples, tokenizer, cfg: Config) -> list[Rendered]:
+    from unift.data.loading import row_name
     from unift.data.render import render_sft
 
     out = []
     truncated = 0
     for i, ex in enumerate(examples):
         r = render_sft(ex, tokenizer, cfg.data.template, cfg.data.max_prompt_tokens,
-                       cfg.data.max_response_tokens, where=f"{cfg.data.train} row {i}")
+                       cfg.data.max_response_tokens, where=row_name(ex, f"{cfg.data.train} row {i}"))
         truncated += r.truncated
         out.append(r)
     if truncated:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,9 @@ class MetricsLogger:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-        self.path.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")  # a crash here keeps the old file
+        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}
@@ -60,8 +63,8 @@ class MetricsLogger:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
                     self.tb.add_scalar(key, value, step)
-        if self.wandb is not None:
-            self.wandb.log(record, step=step)
+        if self.wandb is not None:  # scalars only (example_ids stay in the JSONL file)
+            self.wandb.log({k: v for k, v in record.items() if not isinstance(v, (list, dict))}, step=step)
 
     def progress(self, step: int, postfix: dict[str, Any]) -> None:
         if self.bar is not None:

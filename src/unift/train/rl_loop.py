@@ -30,7 +30,7 @@ import torch
 
 from unift.config import Config
 from unift.data.batching import collate
-from unift.data.loading import load_examples
+from unift.data.loading import load_examples, row_name
 from unift.data.render import GENERATED, HINT, Rendered, render_prompt
 from unift.device import autocast
 from unift.engine import HFEngine, SamplingParams, completion_text
@@ -45,6 +45,7 @@ from unift.rl.policy_loss import truncated_is_weight
 from unift.rl.rollout import Sequence, prune_for_update, rollout
 from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
+from unift.train.faults import kill_point
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, create_dir, load_policy, load_reference
@@ -53,18 +54,28 @@ from unift.train.setup import build_optimizer, create_dir, load_policy, load_ref
 def load_rl_data(cfg: Config):
     examples = load_examples(cfg.data.train, limit=cfg.data.limit, task=cfg.data.task)
     for i, ex in enumerate(examples):
+        where = row_name(ex, f"{cfg.data.train} row {i}")
         if not ex.task:
-            raise UserError(f"{cfg.data.train} row {i}: no task to score it (no data_source column); "
-                            f"set data.task")
+            raise UserError(f"{where}: no task to score it (no data_source column); set data.task")
         if ex.ground_truth is None:
-            raise UserError(f"{cfg.data.train} row {i}: no ground truth for the reward (column ground_truth "
+            raise UserError(f"{where}: no ground truth for the reward (column ground_truth "
                             f"or reward_model.ground_truth)")
+        _check_ground_truth(ex, where)
         if cfg.method in ("uft", "r3") and not ex.pieces:
-            raise UserError(f"{cfg.data.train} row {i}: {cfg.method} needs reference solution pieces "
+            raise UserError(f"{where}: {cfg.method} needs reference solution pieces "
                             f"(column 'hint') to cut hints from")
         if cfg.hints.answer_piece:
             ex.pieces = with_answer_piece(ex.pieces, ex.completion)
     return examples
+
+
+def _check_ground_truth(ex, where: str) -> None:
+    """Score an empty response now, so a malformed ground truth fails before the model is loaded."""
+    try:
+        get_task(ex.task).score("", ex.ground_truth)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = f"no key {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{where}: malformed ground truth for task {ex.task} ({detail}); fix or remove the row") from None
 
 
 def choose_chunks(cfg: Config, step: int, num: int, prompt_id: int, rng: random.Random,
@@ -87,7 +98,7 @@ def train_rl(cfg: Config) -> Path:
     tasks = {ex.task: get_task(ex.task) for ex in examples}
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
     prompts = [render_prompt(ex, tokenizer, cfg.data.template, max_prompt_tokens=cfg.data.max_prompt_tokens,
-                             where=f"{cfg.data.train} row {i}") for i, ex in enumerate(examples)]
+                             where=row_name(ex, f"{cfg.data.train} row {i}")) for i, ex in enumerate(examples)]
     reference = None
     if cfg.rl.kl_coef > 0:  # the frozen initial model (LoRA: the policy, adapter off), only for a KL term
         reference = load_reference(cfg, model, device)
@@ -131,6 +142,7 @@ def train_rl(cfg: Config) -> Path:
             params.seed = cfg.seed * 7919 + step
             completions = rollout(engine, [p.input_ids for p in batch_prompts], hints, params, r.stop)
             t1 = time.perf_counter()
+            kill_point("rollout", step + 1)  # test hook (unift.train.faults); a no-op otherwise
             # ---- 3. scoring and advantages
             rewards = torch.tensor([tasks[examples[ids[c.prompt_index]].task].score(
                 hints[c.prompt_index] + completion_text(tokenizer, c), examples[ids[c.prompt_index]].ground_truth).score
@@ -147,6 +159,7 @@ def train_rl(cfg: Config) -> Path:
             t2 = time.perf_counter()
             # ---- 4. update: whole groups per mini-batch
             stats = update(model, reference, optimizer, scheduler, sequences, cfg, tokenizer.pad_token_id, device, amp)
+            kill_point("update", step + 1)
             step, cursor = step + 1, next_cursor
             t3 = time.perf_counter()
 
@@ -168,6 +181,7 @@ def train_rl(cfg: Config) -> Path:
                 "time_rollout_s": t1 - t0, "time_scoring_s": t2 - t1, "time_update_s": t3 - t2,
                 "generated_tokens_per_s": float(lengths.sum()) / max(t1 - t0, 1e-9),
                 "step_time_s": t3 - t0,
+                "example_ids": ids,  # the prompts of this step (resume checks)
             }
             if adaptive is not None:
                 metrics.update({f"adaptive_{k}": v for k, v in adaptive.summary().items()})

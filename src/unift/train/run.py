@@ -2,10 +2,22 @@
 
 The loops (loop.py for SFT/DFT, rl_loop.py for RFT/UFT/R3) keep their step visible and call
 `Run` for the bookkeeping, so both resume, log and save the same way.
+
+Two ways a run stops early, both at the end of a step (where weights, optimizer, data cursor
+and RNG agree) and both as a one-line `UserError`:
+- SIGINT (Ctrl-C) or SIGTERM: the step in progress is finished, a checkpoint is saved and the
+  logs are closed; a second signal stops at once without saving.
+- `train.max_bad_steps` steps in a row whose update was skipped for a non-finite loss or
+  gradient: nothing more is saved, so the newest checkpoint holds the last good weights.
+Every ending writes OUTPUT_DIR/summary.json (status, step, checkpoint, final model, message).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +38,11 @@ class Run:
         self.config_yaml = yaml.safe_dump(to_dict(cfg), sort_keys=False)
         self.periodic = PeriodicEval(cfg, tokenizer, amp)
         self.logger: MetricsLogger | None = None
+        self.bad_steps = 0            # consecutive steps whose update was skipped (non-finite)
+        self.saved_step = -1          # step of the newest checkpoint this process wrote
+        self.last_checkpoint: Path | None = None
+        self.stop_signal: str | None = None
+        self._old_handlers: dict[int, Any] = {}
 
     def start(self) -> tuple[int, Cursor, dict[str, Any]]:
         """Resume from the latest good checkpoint if asked; open the metric sinks.
@@ -35,47 +52,109 @@ class Run:
 
         step, cursor, state = 0, Cursor(), {}
         resume_from = ckpt.latest_checkpoint(self.output_dir) if self.cfg.resume else None
+        ckpt.remove_leftovers(self.output_dir)
         if resume_from is not None:
             restore_weights(self.model, resume_from / "model")  # the adapter alone under LoRA
             state = ckpt.load_training_state(resume_from, self.optimizer, self.scheduler)
             step, cursor = state["step"], Cursor(**state["cursor"])
+            self.bad_steps = int(state.get("bad_steps", 0))
+            self.last_checkpoint, self.saved_step = resume_from, step
             print(f"resumed from {resume_from} at step {step}")
         (self.output_dir / "config.yaml").write_text(self.config_yaml)
         self.logger = MetricsLogger(self.output_dir, self.total, step, self.cfg.log.tensorboard, self.cfg.log.wandb,
                                     self.cfg.log.progress, run_name=self.output_dir.name, config=to_dict(self.cfg))
         if step == 0 and self.periodic.examples:  # the starting point of the learning curve
             self.logger.log(0, self.periodic(self.model))
+        self._catch_signals()
         return step, cursor, state
 
     def end_step(self, step: int, cursor: Cursor, metrics: dict[str, Any], postfix: dict[str, Any],
                  extra_state: dict[str, Any] | None = None) -> None:
-        """After optimizer step `step`: held-out eval when due, log, progress bar, checkpoint when due."""
+        """After optimizer step `step`: held-out eval when due, log, progress bar, the non-finite
+        streak check, checkpoint when due, and a stop when a signal asked for one."""
         if self.periodic.due(step, self.total):
             metrics.update(self.periodic(self.model))
         if step % self.cfg.log.every == 0 or step == self.total:
             self.logger.log(step, metrics)
         self.logger.progress(step, postfix)
+        self._count_bad_step(step, bool(metrics.get("skipped_nonfinite")))
         every = self.cfg.checkpoint.every
         if every and step % every == 0 and step < self.total:
             self.save(step, cursor, extra_state)
+        if self.stop_signal and step < self.total:
+            raise self.interrupted(step, cursor, extra_state)
 
     def save(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> None:
-        state = {"step": step, "cursor": cursor.as_dict(), "total_steps": self.total, **(extra_state or {})}
-        ckpt.save_checkpoint(self.output_dir, step, self.model, self.tokenizer, self.optimizer, self.scheduler,
-                             state, self.config_yaml, self.cfg.checkpoint.keep_last)
+        if step == self.saved_step:  # e.g. interrupted right after a periodic checkpoint
+            return
+        state = {"step": step, "cursor": cursor.as_dict(), "total_steps": self.total, "bad_steps": self.bad_steps,
+                 **(extra_state or {})}
+        self.last_checkpoint = ckpt.save_checkpoint(self.output_dir, step, self.model, self.tokenizer,
+                                                    self.optimizer, self.scheduler, state, self.config_yaml,
+                                                    self.cfg.checkpoint.keep_last)
+        self.saved_step = step
 
     def interrupted(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> UserError:
         """Ctrl-C: save a resumable checkpoint, close the sinks, return the error to raise."""
         self.save(step, cursor, extra_state)
-        self.logger.close()
-        return UserError(f"interrupted at step {step}; checkpoint saved, continue with resume=true")
+        message = f"interrupted at step {step}; checkpoint saved, continue with resume=true"
+        self._close("interrupted", step, message)
+        return UserError(message)
 
     def finish(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> Path:
         """Last checkpoint, close the sinks, write the final Hugging Face model."""
         from unift.models import save_model
 
         self.save(step, cursor, extra_state)
-        self.logger.close()
         final = self.output_dir / "final"
         save_model(self.model, self.tokenizer, final)
+        self._close("finished", step, f"final model: {final}", final)
         return final
+
+    # ------------------------------------------------------------------ early stops
+
+    def _count_bad_step(self, step: int, bad: bool) -> None:
+        """Stop after train.max_bad_steps consecutive steps whose update was skipped."""
+        self.bad_steps = self.bad_steps + 1 if bad else 0
+        limit = self.cfg.train.max_bad_steps
+        if self.bad_steps < limit:
+            return
+        last = self.last_checkpoint
+        then = f"the last checkpoint ({last.name}) is kept; lower train.lr or check the data, then resume=true" \
+            if last else "no checkpoint was saved; lower train.lr or check the data and start again"
+        message = (f"step {step}: non-finite loss or gradient in {self.bad_steps} steps in a row "
+                   f"(train.max_bad_steps={limit}), run stopped; {then}")
+        self._close("stopped", step, message)
+        raise UserError(message)
+
+    def _catch_signals(self) -> None:
+        """SIGINT/SIGTERM finish the current step, then save and stop (see the module docstring)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_signal is not None:
+            raise UserError(f"{name} received twice: stopped at once without saving; resume=true continues "
+                            f"from the last checkpoint")
+        self.stop_signal = name
+        print(f"\n{name}: stopping after the current step (send it again to stop at once without saving)",
+              flush=True)
+
+    def _close(self, status: str, step: int, message: str, final: Path | None = None) -> None:
+        """Close the metric sinks, restore the signal handlers, write summary.json."""
+        for sig, handler in self._old_handlers.items():
+            signal.signal(sig, handler)
+        self._old_handlers.clear()
+        if self.logger is not None:
+            self.logger.close()
+        last = self.last_checkpoint
+        summary = {"status": status, "step": step, "total_steps": self.total,
+                   "checkpoint": str(last) if last else None, "final_model": str(final) if final else None,
+                   "message": message}
+        tmp = self.output_dir / f".summary.json.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+        os.replace(tmp, self.output_dir / "summary.json")
+

@@ -21,12 +21,12 @@ def seed_everything(seed: int) -> None:
 
 def load_sft_data(cfg: Config):
     """Load the training rows and check they carry what SFT/DFT needs."""
-    from unift.data.loading import load_examples
+    from unift.data.loading import load_examples, row_name
 
     examples = load_examples(cfg.data.train, limit=cfg.data.limit, task=cfg.data.task)
     for i, ex in enumerate(examples):
         if ex.completion is None:
-            raise UserError(f"{cfg.data.train} row {i}: no reference response for {cfg.method} "
+            raise UserError(f"{row_name(ex, f'{cfg.data.train} row {i}')}: no reference response for {cfg.method} "
                             f"(needs a 'completion' column, an 'answer' column in verl data, or an "
                             f"assistant message last in 'messages')")
     return examples
