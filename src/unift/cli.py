@@ -170,7 +170,16 @@ def _train(args) -> int:
         from unift.train.loop import train
     else:
         from unift.train.rl_loop import train_rl as train
-    final = train(cfg)
+    from unift.device import pick_device
+    from unift.train.distributed import init_world, shutdown
+
+    world = init_world(pick_device(cfg.train.device).type)  # torchrun: join the process group
+    try:
+        final = train(cfg)
+    finally:
+        shutdown()
+    if not world.is_main:
+        return 0
     print(f"final model: {final}")
     if cfg.eval.data:
         from unift.evaluate import evaluate_model, write_report

@@ -102,6 +102,9 @@ class RLConfig:
                              "model is loaded)")
     entropy_coef: float = _f(0.0, "weight of the entropy bonus (official UFT: 0.001)")
     mask_truncated: bool = _f(False, "completions cut by max_new_tokens get no policy loss")
+    rollout_backend: str = _f("hf", "hf: the built-in bf16 KV-cache sampler; vllm: a vLLM engine in the "
+                                    "training process (needs the vllm extra)", choices=("hf", "vllm"))
+    vllm_kv_cache_gb: float = _f(4.0, "vllm: KV cache size in GB on CPU (VLLM_CPU_KVCACHE_SPACE)")
     tis_cap: float = _f(2.0, "truncated importance sampling: weight min(pi_old/pi_sampler, cap) per token "
                              "corrects the sampler/trainer mismatch (bf16 rollouts, vLLM); 0 = off")
 
@@ -342,6 +345,7 @@ def validate(cfg: Config) -> Config:
         (r.epsilon > 0 and r.epsilon_high >= 0, "rl.epsilon must be positive and rl.epsilon_high >= 0"),
         (r.tis_cap == 0 or r.tis_cap >= 1, f"rl.tis_cap must be 0 (off) or at least 1, got {r.tis_cap}"),
         (r.kl_coef >= 0 and r.entropy_coef >= 0, "rl.kl_coef and rl.entropy_coef must be >= 0"),
+        (r.vllm_kv_cache_gb >= 1, "rl.vllm_kv_cache_gb must be at least 1"),
         (0 <= h.p_low <= h.p_high <= 1, "hints: need 0 <= p_low <= p_high <= 1"),
         (h.t_hint >= 0, "hints.t_hint must be >= 0"),
         (h.max_chunks >= 1, "hints.max_chunks must be at least 1"),

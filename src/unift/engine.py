@@ -37,6 +37,9 @@ class SamplingParams:
     n: int = 1                 # samples per prompt
     stop: Sequence[str] = ("</answer>",)
     seed: int | None = None
+    # one seed per prompt: sample k of prompt i draws from its own generator seeded by (seeds[i], k),
+    # so what a prompt gets does not depend on how prompts are batched or split across ranks
+    seeds: Sequence[int] | None = None
 
 
 @dataclass
@@ -52,7 +55,7 @@ class RolloutEngine(Protocol):
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator | list[torch.Generator] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row. logits: [B, V] fp32 -> (tokens [B], logprobs [B])."""
     if temperature <= 0:
         logp = logits.log_softmax(-1)
@@ -69,7 +72,7 @@ def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
     return tokens, logp.gather(-1, tokens[:, None]).squeeze(-1)
 
 
-def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def sample_categorical(probs: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
     """One draw per row by inverse CDF: probs [B, V] (unnormalised, >= 0) -> tokens [B].
 
     One uniform number per row instead of torch.multinomial's one per vocabulary entry (which
@@ -77,8 +80,11 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None) -
     the first index whose cumulative mass exceeds u is always one with positive mass.
     """
     cdf = probs.cumsum(-1)                                                           # [B, V]
-    u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device,
-                   dtype=cdf.dtype) * cdf[:, -1:]                                    # [B, 1]
+    if isinstance(generator, list):  # one generator per row
+        u = torch.cat([torch.rand((1, 1), generator=g, dtype=cdf.dtype) for g in generator]).to(probs.device)
+    else:
+        u = torch.rand((probs.shape[0], 1), generator=generator, device=probs.device, dtype=cdf.dtype)
+    u = u * cdf[:, -1:]                                                              # [B, 1]
     tokens = torch.searchsorted(cdf, u, right=True).squeeze(-1)                      # [B]
     last_positive = (probs > 0).cumsum(-1).argmax(-1)                                # [B] (u rounded up to the total)
     return torch.minimum(tokens, last_positive)
@@ -132,6 +138,9 @@ class HFEngine:
             for start in range(0, len(order), self.batch_size):
                 chunk = order[start:start + self.batch_size]
                 batch = [prompts[expanded[j]] for j in chunk]
+                if params.seeds is not None:  # per-row generators, see SamplingParams.seeds
+                    generator = [torch.Generator().manual_seed(int(params.seeds[expanded[j]]) * 1_000_003
+                                                               + j % params.n) for j in chunk]
                 generated = self._generate_batch(batch, params, generator)
                 for j, completion in zip(chunk, generated):
                     completion.prompt_index = expanded[j]
@@ -141,7 +150,7 @@ class HFEngine:
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams,
-                        generator: torch.Generator | None) -> list[Completion]:
+                        generator: torch.Generator | list[torch.Generator] | None) -> list[Completion]:
         device = next(self.model.parameters()).device
         b = len(prompts)
         width = max(len(p) for p in prompts)

@@ -38,6 +38,8 @@ def rollout(engine, prompts: list[list[int]], hints: list[str], params: Sampling
     """params.n completions per prompt, grouped by prompt; hints that already hold `stop` skip the engine."""
     done = [bool(stop) and stop in h for h in hints]
     todo = [i for i, d in enumerate(done) if not d]
+    if params.seeds is not None:
+        params = replace(params, seeds=[params.seeds[i] for i in todo])
     generated = engine.generate([prompts[i] for i in todo], params) if todo else []
     out: list[Completion] = []
     it = iter(generated)

@@ -29,6 +29,7 @@ from unift.device import autocast
 from unift.errors import UserError
 from unift.logprobs import sequence_logprobs
 from unift.train.faults import kill_point
+from unift.train.distributed import current_world
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, create_dir, load_policy, load_sft_data
@@ -49,6 +50,7 @@ def train(cfg: Config) -> Path:
     # Everything a user can get wrong is checked before the model is loaded.
     examples = load_sft_data(cfg)
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
+    world = current_world()
     data = render_all(examples, tokenizer, cfg)
     create_dir(output_dir)
 
@@ -67,8 +69,9 @@ def train(cfg: Config) -> Path:
         while step < total:
             started = time.perf_counter()
             indices, next_cursor = cursor.take(cfg.train.batch_size, len(data), cfg.seed, cfg.data.shuffle)
-            batch = sorted((data[i] for i in indices), key=lambda r: len(r.input_ids))  # less padding per micro-batch
-            normalizer = max(1, sum(r.roles[1:].count(TARGET) for r in batch))  # global token count
+            normalizer = max(1, sum(data[i].roles[1:].count(TARGET) for i in indices))  # global token count
+            # this rank's rows of the step (all of them in one process), sorted: less padding per micro-batch
+            batch = sorted((data[i] for i in world.share(indices)), key=lambda r: len(r.input_ids))
             stats = {"loss": 0.0, "nll_sum": 0.0, "prob_sum": 0.0, "tokens": 0}
             for start in range(0, len(batch), cfg.train.micro_batch_size):
                 micro = collate(batch[start:start + cfg.train.micro_batch_size], tokenizer.pad_token_id, device)
@@ -83,6 +86,9 @@ def train(cfg: Config) -> Path:
                     stats["prob_sum"] += logp[mask].exp().sum().item()
                     stats["tokens"] += int(micro.attention_mask.sum())
 
+            world.reduce_gradients(model)  # several processes: the whole batch's gradient on every rank
+            stats["loss"], stats["nll_sum"], stats["prob_sum"], stats["tokens"] = world.sum(
+                [stats["loss"], stats["nll_sum"], stats["prob_sum"], stats["tokens"]])
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
             finite = bool(torch.isfinite(grad_norm)) and math.isfinite(stats["loss"])

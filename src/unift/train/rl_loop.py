@@ -46,6 +46,7 @@ from unift.rl.rollout import Sequence, prune_for_update, rollout
 from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
 from unift.train.faults import kill_point
+from unift.train.distributed import World, current_world
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, create_dir, load_policy, load_reference
@@ -94,9 +95,18 @@ def choose_chunks(cfg: Config, step: int, num: int, prompt_id: int, rng: random.
 
 
 def train_rl(cfg: Config) -> Path:
+    if cfg.rl.rollout_backend == "vllm":  # before any data or model is loaded
+        from unift.vllm_engine import INSTALL_HINT, vllm_available
+
+        if not vllm_available():
+            raise UserError(INSTALL_HINT)
     examples = load_rl_data(cfg)
     tasks = {ex.task: get_task(ex.task) for ex in examples}
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
+    world = current_world()
+    if cfg.rl.prompts_per_step % (cfg.rl.updates_per_step * world.size):
+        raise UserError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} must be divisible by rl.updates_per_step x "
+                        f"processes = {cfg.rl.updates_per_step * world.size} (whole prompt groups per rank and update)")
     prompts = [render_prompt(ex, tokenizer, cfg.data.template, max_prompt_tokens=cfg.data.max_prompt_tokens,
                              where=row_name(ex, f"{cfg.data.train} row {i}")) for i, ex in enumerate(examples)]
     reference = None
@@ -116,13 +126,14 @@ def train_rl(cfg: Config) -> Path:
 
     run = Run(cfg, output_dir, model, tokenizer, optimizer, scheduler, total, amp)
     step, cursor, state = run.start()
+    mine = rank_positions(r.prompts_per_step, r.updates_per_step, world)  # this rank's prompts of every step
     if adaptive is not None and state.get("adaptive_hints"):
         adaptive.load_state_dict(state["adaptive_hints"])
 
     def extra_state() -> dict:
         return {"adaptive_hints": adaptive.state_dict() if adaptive else None}
 
-    engine = HFEngine(model, tokenizer, batch_size=r.generation_batch_size, dtype=amp)
+    engine = build_engine(cfg, model, tokenizer, amp, output_dir)
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                             n=r.num_generations, stop=(r.stop,) if r.stop else ())
 
@@ -137,33 +148,39 @@ def train_rl(cfg: Config) -> Path:
             hints = [hint_for(examples[i].pieces, k, cfg.hints.max_chunks) if k else "" for i, k in zip(ids, chunks)]
             batch_prompts = [render_prompt(examples[i], tokenizer, cfg.data.template, hint=h)
                              if h else prompts[i] for i, h in zip(ids, hints)]
-            # ---- 2. rollout (no grad) with the current weights
+            # ---- 2. rollout (no grad) with the current weights: this rank's prompt groups
             engine.sync_weights()
-            params.seed = cfg.seed * 7919 + step
-            completions = rollout(engine, [p.input_ids for p in batch_prompts], hints, params, r.stop)
+            params.seeds = [(cfg.seed * 7919 + step) * 100_003 + g for g in mine]  # independent of batching/ranks
+            completions = rollout(engine, [batch_prompts[g].input_ids for g in mine], [hints[g] for g in mine],
+                                  params, r.stop)
+            for c in completions:  # local prompt index -> position in the step's global batch
+                c.prompt_index = mine[c.prompt_index]
             t1 = time.perf_counter()
             kill_point("rollout", step + 1)  # test hook (unift.train.faults); a no-op otherwise
             # ---- 3. scoring and advantages
-            rewards = torch.tensor([tasks[examples[ids[c.prompt_index]].task].score(
-                hints[c.prompt_index] + completion_text(tokenizer, c), examples[ids[c.prompt_index]].ground_truth).score
-                for c in completions])                                                  # [P * n]
+            scored = [(tasks[examples[ids[c.prompt_index]].task].score(
+                hints[c.prompt_index] + completion_text(tokenizer, c), examples[ids[c.prompt_index]].ground_truth).score,
+                len(c.token_ids), c.finish_reason == "length") for c in completions]
+            rewards, lengths, clipped = (torch.tensor(column, dtype=torch.float32) for column in
+                                         zip(*in_global_order(world, mine, scored, r.num_generations)))  # [P * n] each
             advantages = group_advantages(rewards, r.num_generations, r.scale_rewards)  # [P * n]
             correct = (rewards >= CORRECT_SCORE).float()
             if adaptive is not None:
                 for g, i in enumerate(ids):
                     adaptive.update(i, chunks[g], float(correct[g * r.num_generations:(g + 1) * r.num_generations].mean()))
+            n = r.num_generations
             sequences = [Sequence(Rendered(batch_prompts[c.prompt_index].input_ids + c.token_ids,
                                            batch_prompts[c.prompt_index].roles + [GENERATED] * len(c.token_ids)),
-                                  c.logprobs, float(a), c.finish_reason == "length")
-                         for c, a in zip(completions, advantages)]
+                                  c.logprobs, float(advantages[c.prompt_index * n + j % n]), c.finish_reason == "length")
+                         for j, c in enumerate(completions)]
             t2 = time.perf_counter()
             # ---- 4. update: whole groups per mini-batch
-            stats = update(model, reference, optimizer, scheduler, sequences, cfg, tokenizer.pad_token_id, device, amp)
+            stats = update(model, reference, optimizer, scheduler, sequences, cfg, tokenizer.pad_token_id, device, amp,
+                           world=world)
             kill_point("update", step + 1)
             step, cursor = step + 1, next_cursor
             t3 = time.perf_counter()
 
-            lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
             hint_tokens = [p.roles.count(HINT) for p in batch_prompts]
             metrics = {
                 "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
@@ -175,7 +192,7 @@ def train_rl(cfg: Config) -> Path:
                 "hint_tokens_mean": sum(hint_tokens) / len(hint_tokens),
                 "completion_length_mean": float(lengths.mean()), "completion_length_min": float(lengths.min()),
                 "completion_length_max": float(lengths.max()),
-                "completion_clipped_ratio": sum(s.truncated for s in sequences) / len(sequences),
+                "completion_clipped_ratio": float(clipped.mean()),
                 **stats,
                 "lr": scheduler.get_last_lr()[0],
                 "time_rollout_s": t1 - t0, "time_scoring_s": t2 - t1, "time_update_s": t3 - t2,
@@ -190,6 +207,37 @@ def train_rl(cfg: Config) -> Path:
     except KeyboardInterrupt:
         raise run.interrupted(step, cursor, extra_state()) from None
     return run.finish(step, cursor, extra_state())
+
+
+def build_engine(cfg: Config, model, tokenizer, amp, output_dir: Path):
+    """The rollout backend: the built-in sampler (bf16 copy under amp) or a vLLM engine in this process."""
+    r = cfg.rl
+    if r.rollout_backend == "vllm":
+        from unift.vllm_engine import VLLMEngine
+
+        longest = cfg.data.max_prompt_tokens + cfg.data.max_response_tokens + r.max_new_tokens
+        return VLLMEngine(model, tokenizer, seed=cfg.seed, max_model_len=longest,
+                          kv_cache_gb=r.vllm_kv_cache_gb, workdir=output_dir)
+    return HFEngine(model, tokenizer, batch_size=r.generation_batch_size, dtype=amp)
+
+
+def rank_positions(prompts_per_step: int, updates: int, world: World) -> list[int]:
+    """The positions, in a step's global prompt list, whose groups this rank generates and trains.
+
+    Update u trains the global block u of prompts_per_step / updates prompts; each rank takes every
+    world.size-th prompt of each block, so the ranks' u-th mini-batches together are that block."""
+    block = prompts_per_step // updates
+    return [u * block + g for u in range(updates) for g in world.share(list(range(block)))]
+
+
+def in_global_order(world: World, mine: list[int], values: list, n: int) -> list:
+    """Per-completion values of every rank, placed in the step's global order (prompt-major, n each)."""
+    positions = world.gather(mine)
+    gathered = world.gather(values)
+    out: list = [None] * (len(positions) * n)
+    for j, g in enumerate(positions):
+        out[g * n:(g + 1) * n] = gathered[j * n:(j + 1) * n]
+    return out
 
 
 def _micro_batches(seqs: list[Sequence], micro: int, pad_id, device):
@@ -217,7 +265,7 @@ def _set_old_logp(model, sequences: list[Sequence], cfg: Config, pad_id, device,
 
 
 def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cfg: Config, pad_id, device,
-           amp, prune: bool = True) -> dict[str, float]:
+           amp, prune: bool = True, world: World = World()) -> dict[str, float]:
     """Optimizer updates on one rollout batch: rl.epochs x rl.updates_per_step mini-batches.
 
     prune: skip the work that cannot change the loss (see `unift.rl.rollout.prune_for_update`).
@@ -234,8 +282,9 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
         mini = sequences[u * per_update * group:(u + 1) * per_update * group]
         gen_tokens = sum(s.rendered.roles[1:].count(GENERATED) * (not (r.mask_truncated and s.truncated))
                          for s in mini)
-        norms.append({"token-mean": max(1, gen_tokens), "seq-mean-token-mean": len(mini),
-                      "dr-grpo": len(mini) * r.max_new_tokens}[r.loss_aggregation])
+        gen_tokens, n_seqs = world.sum([gen_tokens, len(mini)])  # normalisers of the global mini-batch
+        norms.append({"token-mean": max(1, gen_tokens), "seq-mean-token-mean": n_seqs,
+                      "dr-grpo": n_seqs * r.max_new_tokens}[r.loss_aggregation])
         minis.append(prune_for_update(mini, group, keep_all=not prune or r.kl_coef > 0 or r.entropy_coef > 0,
                                       hint_loss=beta > 0))
     _add(totals, "pruned_sequences", float(len(sequences) - sum(len(m) for m in minis)))
@@ -243,7 +292,7 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
         _set_old_logp(model, [s for m in minis for s in m], cfg, pad_id, device, amp)
     for _ in range(r.epochs):
         for mini, policy_norm in zip(minis, norms):
-            hint_tokens = sum(s.rendered.roles[1:].count(HINT) for s in mini)
+            hint_tokens = world.sum([sum(s.rendered.roles[1:].count(HINT) for s in mini)])[0]
             for part, batch, gen_mask, hint_mask in _micro_batches(mini, cfg.train.micro_batch_size, pad_id, device):
                 sampler_logp = _scatter(gen_mask, torch.tensor([lp for s in part for lp in s.sampler_logp],
                                                                dtype=torch.float32, device=device))
@@ -286,6 +335,7 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
             for param in model.parameters():  # nothing left to backpropagate: the same step as zero gradients
                 if param.requires_grad and param.grad is None:
                     param.grad = torch.zeros_like(param)
+            world.reduce_gradients(model)  # the global mini-batch's gradient on every rank
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
             if torch.isfinite(grad_norm):
@@ -295,6 +345,11 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             _add(totals, "grad_norm_sum", float(grad_norm))
+    present = [k for k in ("hint_loss", "kl") if k in totals]
+    if world.distributed:  # every rank's share of the step (the same keys on every rank)
+        summed = world.sum([totals.get(k, 0.0) for k in ADDITIVE] + [float(k in totals) for k in ("hint_loss", "kl")])
+        totals.update(zip(ADDITIVE, summed))
+        present = [k for k, flag in zip(("hint_loss", "kl"), summed[len(ADDITIVE):]) if flag > 0]
     gen = totals.get("gen_tokens", 0.0)  # generated tokens that entered the update (none: no entropy figure)
     per_gen = (lambda key: totals.get(key, 0.0) / gen) if gen else (lambda key: None)
     out = {"loss": totals.get("loss", 0.0) / n_updates, "policy_loss": totals.get("policy_loss", 0.0) / n_updates,
@@ -305,11 +360,15 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
            "tis_capped_fraction": per_gen("tis_capped"),
            "grad_norm": totals["grad_norm_sum"] / n_updates,
            "skipped_nonfinite": totals.get("skipped_nonfinite", 0.0)}
-    if "hint_loss" in totals:
+    if "hint_loss" in present:
         out["hint_loss"] = totals["hint_loss"] / n_updates  # NLL (or DFT) per hint token
-    if "kl" in totals:
+    if "kl" in present:
         out["kl"] = totals["kl"] / n_updates
     return out
+
+
+ADDITIVE = ("loss", "policy_loss", "hint_loss", "kl", "clip_ratio_weighted", "clip_tokens", "entropy_sum",
+            "gen_tokens", "mismatch_abs_sum", "tis_capped", "pruned_sequences")
 
 
 def _add(totals: dict[str, float], key: str, value: float) -> None:

@@ -27,6 +27,7 @@ from unift.config import Config, to_dict
 from unift.data.batching import Cursor
 from unift.errors import UserError
 from unift.train import checkpoint as ckpt
+from unift.train.distributed import current_world
 from unift.train.metrics import MetricsLogger
 from unift.train.setup import PeriodicEval
 
@@ -43,6 +44,7 @@ class Run:
         self.last_checkpoint: Path | None = None
         self.stop_signal: str | None = None
         self._old_handlers: dict[int, Any] = {}
+        self.world = current_world()  # several processes: only rank 0 logs, evaluates and writes
 
     def start(self) -> tuple[int, Cursor, dict[str, Any]]:
         """Resume from the latest good checkpoint if asked; open the metric sinks.
@@ -60,6 +62,10 @@ class Run:
             self.bad_steps = int(state.get("bad_steps", 0))
             self.last_checkpoint, self.saved_step = resume_from, step
             print(f"resumed from {resume_from} at step {step}")
+        if not self.world.is_main:
+            self.logger = _SilentLogger()
+            self._catch_signals()
+            return step, cursor, state
         (self.output_dir / "config.yaml").write_text(self.config_yaml)
         self.logger = MetricsLogger(self.output_dir, self.total, step, self.cfg.log.tensorboard, self.cfg.log.wandb,
                                     self.cfg.log.progress, run_name=self.output_dir.name, config=to_dict(self.cfg))
@@ -72,7 +78,7 @@ class Run:
                  extra_state: dict[str, Any] | None = None) -> None:
         """After optimizer step `step`: held-out eval when due, log, progress bar, the non-finite
         streak check, checkpoint when due, and a stop when a signal asked for one."""
-        if self.periodic.due(step, self.total):
+        if self.world.is_main and self.periodic.due(step, self.total):
             metrics.update(self.periodic(self.model))
         if step % self.cfg.log.every == 0 or step == self.total:
             self.logger.log(step, metrics)
@@ -81,7 +87,11 @@ class Run:
         every = self.cfg.checkpoint.every
         if every and step % every == 0 and step < self.total:
             self.save(step, cursor, extra_state)
-        if self.stop_signal and step < self.total:
+        stop = bool(self.stop_signal)
+        if self.world.distributed:  # every rank stops after the same step
+            stop = self.world.sum([float(stop)])[0] > 0
+            self.stop_signal = self.stop_signal or ("SIGINT" if stop else None)
+        if stop and step < self.total:
             raise self.interrupted(step, cursor, extra_state)
 
     def save(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> None:
@@ -89,9 +99,11 @@ class Run:
             return
         state = {"step": step, "cursor": cursor.as_dict(), "total_steps": self.total, "bad_steps": self.bad_steps,
                  **(extra_state or {})}
-        self.last_checkpoint = ckpt.save_checkpoint(self.output_dir, step, self.model, self.tokenizer,
-                                                    self.optimizer, self.scheduler, state, self.config_yaml,
-                                                    self.cfg.checkpoint.keep_last)
+        if self.world.is_main:  # the replicas are identical: one copy is written
+            self.last_checkpoint = ckpt.save_checkpoint(self.output_dir, step, self.model, self.tokenizer,
+                                                        self.optimizer, self.scheduler, state, self.config_yaml,
+                                                        self.cfg.checkpoint.keep_last)
+        self.world.barrier()
         self.saved_step = step
 
     def interrupted(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> UserError:
@@ -107,7 +119,9 @@ class Run:
 
         self.save(step, cursor, extra_state)
         final = self.output_dir / "final"
-        save_model(self.model, self.tokenizer, final)
+        if self.world.is_main:
+            save_model(self.model, self.tokenizer, final)
+        self.world.barrier()
         self._close("finished", step, f"final model: {final}", final)
         return final
 
@@ -150,6 +164,8 @@ class Run:
         self._old_handlers.clear()
         if self.logger is not None:
             self.logger.close()
+        if not self.world.is_main:
+            return
         last = self.last_checkpoint
         summary = {"status": status, "step": step, "total_steps": self.total,
                    "checkpoint": str(last) if last else None, "final_model": str(final) if final else None,
@@ -158,3 +174,15 @@ class Run:
         tmp.write_text(json.dumps(summary, indent=1) + "\n")
         os.replace(tmp, self.output_dir / "summary.json")
 
+
+class _SilentLogger:
+    """The metric sinks of ranks other than 0: nothing is written."""
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def progress(self, step: int, postfix: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -11,6 +11,7 @@ import torch
 
 from unift.config import Config
 from unift.errors import UserError
+from unift.train.distributed import current_world
 
 
 def seed_everything(seed: int) -> None:
@@ -109,6 +110,9 @@ def load_policy(cfg: Config):
     output_dir = check_output_dir(cfg)
     seed_everything(cfg.seed)
     device = pick_device(cfg.train.device)
+    world = current_world()
+    if device.type == "cuda" and device.index is None and world.distributed:  # torchrun: one GPU per rank
+        device = torch.device("cuda", world.local_rank)
     model, tokenizer = load_model(cfg.model, seed=cfg.seed)
     if cfg.lora.enabled:  # only the adapters require gradients, so only they reach the optimizer
         from unift.lora import apply_lora
