@@ -351,6 +351,8 @@ def report(results: dict[str, dict]) -> str:
         return fmt.format(r[name][key])
 
     def row(label, mine, peer, key, fmt, lower_is_better=False):
+        if mine not in r:  # a workload this run did not include
+            return
         a, b = g(mine, key), g(peer, key)
         ratio = _ratio(b, a) + " faster" if lower_is_better else _ratio(a, b)
         lines.append(f"| {label} | {cell(mine, key, fmt)} | {cell(peer, key, fmt)} | {ratio} | {mb(mine)} / {mb(peer)} |")
