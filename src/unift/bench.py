@@ -45,6 +45,7 @@ WORKLOADS = {
     "peak": ["peak:matmul"],
     "vllm": ["rollout:vllm-16", "rollout:unift_vllm-16", "rollout:vllm-64", "rollout:unift_vllm-64",
              "rl:unift-grpo", "rl:unift-grpo_vllm", "rl:unift-uft_vllm", "rl:trl-grpo"],
+    "vllm_rollout": ["rollout:vllm-16", "rollout:unift_vllm-16", "rollout:vllm-64", "rollout:unift_vllm-64"],
 }
 
 

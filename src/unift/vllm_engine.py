@@ -82,7 +82,6 @@ class VLLMEngine:
         self.llm = LLM(model=str(source), tokenizer=str(source), dtype="bfloat16", enforce_eager=True,
                        seed=seed, max_model_len=max_model_len, enable_prefix_caching=True,
                        logprobs_mode="processed_logprobs")
-        self.eos_ids = None
 
     def _worker(self):
         return self.llm.llm_engine.model_executor.driver_worker.worker

@@ -119,3 +119,13 @@ def test_two_process_run_resumes_with_the_same_world_size(tmp_path, countdown_js
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     straight = {r["step"]: r["example_ids"] for r in _metrics(tmp_path / "straight")}
     assert {r["step"]: r["example_ids"] for r in rows} == straight  # no replay, no skip
+
+
+def test_lora_sft_on_two_processes_matches_one(tmp_path, countdown_jsonl):
+    """With LoRA only the adapters require gradients: they alone are all-reduced, and they match."""
+    common = ["method=sft", "model=tiny", f"data.train={countdown_jsonl}", "train.steps=3", "train.batch_size=6",
+              "train.micro_batch_size=3", "train.lr=1e-2", "train.precision=fp32", "lora.enabled=true",
+              "lora.r=4", "lora.alpha=8", "log.tensorboard=false", "log.progress=false", "checkpoint.every=0"]
+    _train(common + [f"output_dir={tmp_path / 'one'}"], 1, tmp_path)
+    _train(common + [f"output_dir={tmp_path / 'two'}"], 2, tmp_path)
+    _compare(tmp_path / "one", tmp_path / "two")  # final/ is the merged model: base + adapter

@@ -127,6 +127,7 @@ def train_rl(cfg: Config) -> Path:
     run = Run(cfg, output_dir, model, tokenizer, optimizer, scheduler, total, amp)
     step, cursor, state = run.start()
     mine = rank_positions(r.prompts_per_step, r.updates_per_step, world)  # this rank's prompts of every step
+    everyone = world.gather(mine)  # all ranks' positions, in rank order
     if adaptive is not None and state.get("adaptive_hints"):
         adaptive.load_state_dict(state["adaptive_hints"])
 
@@ -162,7 +163,7 @@ def train_rl(cfg: Config) -> Path:
                 hints[c.prompt_index] + completion_text(tokenizer, c), examples[ids[c.prompt_index]].ground_truth).score,
                 len(c.token_ids), c.finish_reason == "length") for c in completions]
             rewards, lengths, clipped = (torch.tensor(column, dtype=torch.float32) for column in
-                                         zip(*in_global_order(world, mine, scored, r.num_generations)))  # [P * n] each
+                                         zip(*in_global_order(world, everyone, scored, r.num_generations)))  # [P * n] each
             advantages = group_advantages(rewards, r.num_generations, r.scale_rewards)  # [P * n]
             correct = (rewards >= CORRECT_SCORE).float()
             if adaptive is not None:
@@ -230,9 +231,10 @@ def rank_positions(prompts_per_step: int, updates: int, world: World) -> list[in
     return [u * block + g for u in range(updates) for g in world.share(list(range(block)))]
 
 
-def in_global_order(world: World, mine: list[int], values: list, n: int) -> list:
-    """Per-completion values of every rank, placed in the step's global order (prompt-major, n each)."""
-    positions = world.gather(mine)
+def in_global_order(world: World, positions: list[int], values: list, n: int) -> list:
+    """Per-completion values of every rank, placed in the step's global order (prompt-major, n each).
+
+    positions: every rank's prompt positions in rank order (`world.gather` of `rank_positions`)."""
     gathered = world.gather(values)
     out: list = [None] * (len(positions) * n)
     for j, g in enumerate(positions):
