@@ -45,8 +45,8 @@ from unift.rl.policy_loss import truncated_is_weight
 from unift.rl.rollout import Sequence, prune_for_update, rollout
 from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
-from unift.train.faults import kill_point
 from unift.train.distributed import World, current_world
+from unift.train.faults import kill_point
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, create_dir, load_policy, load_reference
