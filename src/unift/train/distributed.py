@@ -4,8 +4,8 @@
     torchrun --nnodes 2 --node_rank R --rdzv_endpoint HOST:PORT --nproc_per_node 8 -m unift train CONFIG
 
 torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; the process group uses NCCL on GPUs and gloo on
-CPUs. Every rank holds a full replica of the model (data parallelism, `parallel.strategy=ddp`)
-and works on its share of each optimizer step's global batch:
+CPUs. Every rank holds a full replica of the model (data parallelism; sharding with FSDP2 is not
+built) and works on its share of each optimizer step's global batch:
 
 - SFT/DFT: rank r takes rows r, r+W, r+2W, ... of the step's batch. The token normaliser is the
   count over the whole global batch, so each rank's loss is its part of the global token mean.
@@ -49,7 +49,8 @@ class World:
         """Element-wise sum over ranks (one all-reduce); identity in a single process."""
         if not self.distributed:
             return list(values)
-        t = torch.tensor(values, dtype=torch.float64)
+        device = "cuda" if dist.get_backend() == "nccl" else "cpu"  # NCCL reduces GPU tensors only
+        t = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(t)
         return t.tolist()
 
@@ -91,7 +92,7 @@ def init_world(device_type: str = "cpu") -> World:
     if not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
-    world = World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    world = current_world()
     if device_type == "cuda":
         torch.cuda.set_device(world.local_rank)
     return world
