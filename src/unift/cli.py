@@ -1,4 +1,4 @@
-"""The `unift` command: train, eval, data, compare, horizon, demo, merge-lora.
+"""The `unift` command: train, eval, data, compare, horizon, demo, merge-lora, consolidate.
 
 A user's mistake (`UserError`) is printed as one line `unift: error: ...` with exit status 2;
 anything else is a bug and keeps its traceback.
@@ -97,6 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--base", required=True, help="the model the adapter was trained on: HF directory, hub id, "
                                                  "smollm2-135m or tiny")
     g.add_argument("--out", required=True, help="new directory for the merged model (must not exist or be empty)")
+
+    k = sub.add_parser("consolidate", help="turn a sharded (FSDP2) checkpoint into a plain HF model directory",
+                       description="Read a checkpoint written by a parallel.strategy=fsdp2 run (every rank's shards,\n"
+                                   "torch.distributed.checkpoint format) in one process and write a plain Hugging Face\n"
+                                   "model directory that transformers, vLLM and `unift eval` load.",
+                       epilog="example:\n  unift consolidate runs/sft-fsdp2/checkpoints/step-000100 --out runs/step100",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/step-N directory of an fsdp2 run")
+    k.add_argument("--out", required=True, help="new directory for the model (must not exist or be empty)")
     return p
 
 
@@ -137,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             from unift.lora import merge_adapter_dir
 
             print(f"merged model: {merge_adapter_dir(args.adapter, args.base, args.out)}")
+            return 0
+        if args.command == "consolidate":
+            from unift.train.sharding import consolidate
+
+            print(f"model: {consolidate(Path(args.checkpoint), Path(args.out))}")
             return 0
         if args.command == "demo":
             from unift.demo import run_demo

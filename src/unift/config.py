@@ -172,6 +172,15 @@ class LoRAConfig:
 
 
 @dataclass
+class ParallelConfig:
+    """How several processes (torchrun) share the work (unift.train.distributed, unift.train.sharding)."""
+
+    strategy: str = _f("ddp", "ddp: a full replica per process, gradients all-reduced; fsdp2: parameters, "
+                              "gradients and optimizer state sharded (fully_shard), sharded checkpoints",
+                       choices=("ddp", "fsdp2"))
+
+
+@dataclass
 class Config:
     method: str = _f("sft", "training method", choices=METHODS)
     model: str = _f("smollm2-135m", "a local Hugging Face directory, a hub id, smollm2-135m "
@@ -188,6 +197,7 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
 # ----------------------------------------------------------------------------- coercion
@@ -358,6 +368,13 @@ def validate(cfg: Config) -> Config:
             if not ok:
                 raise UserError(message)
     _validate_lora(cfg)
+    if cfg.parallel.strategy == "fsdp2":
+        if cfg.lora.enabled:
+            raise UserError("parallel.strategy=fsdp2 with lora.enabled is not supported: use parallel.strategy=ddp "
+                            "(only the small adapters train, so a replica per process costs little more)")
+        if cfg.method not in OFFLINE_METHODS and cfg.rl.rollout_backend == "vllm":
+            raise UserError("parallel.strategy=fsdp2 with rl.rollout_backend=vllm is not supported yet: use "
+                            "parallel.strategy=ddp or rl.rollout_backend=hf")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
     return cfg

@@ -27,6 +27,7 @@ from transformers import StaticCache
 
 from unift.logprobs import final_logit_transform
 from unift.lora import named_weights, plain_copy
+from unift.train.sharding import is_sharded
 
 
 @dataclass
@@ -102,11 +103,12 @@ class HFEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         own = next(model.parameters()).dtype
-        if dtype is None or dtype == own:
+        if (dtype is None or dtype == own) and not is_sharded(model):
             self.model = model
         else:
-            # a plain copy: a LoRA policy's adapters are merged into it (unift.lora)
-            self.model = cast_parameters(plain_copy(model), dtype).eval().requires_grad_(False)
+            # a plain copy: a LoRA policy's adapters are merged into it, an FSDP2 policy's shards
+            # are gathered into it (unift.lora.plain_copy)
+            self.model = cast_parameters(plain_copy(model), dtype or own).eval().requires_grad_(False)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = end_token_ids(model, tokenizer)
 

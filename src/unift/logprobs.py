@@ -23,6 +23,15 @@ def final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def picked_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """fp32 next-token logits at the positions where mask is true: [B, T], [B, T], [B, T-1] -> [N, V]."""
+    decoder, head = model.get_decoder(), model.get_output_embeddings()
+    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
+    picked = hidden[:, :-1][mask]                                                           # [N, H]
+    return final_logit_transform(model.config, head(picked).float())                       # [N, V]
+
+
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) where mask[:, t] is true, else 0.
@@ -42,10 +51,10 @@ def sequence_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask
     Logits are divided by `temperature` (the sampling temperature, as TRL/verl do for RL).
     The entropy carries a gradient only when `entropy_grad` (an entropy bonus is trained).
     """
-    decoder, head = model.get_decoder(), model.get_output_embeddings()
-    hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
-    picked = hidden[:, :-1][mask]                                                           # [N, H]
-    logits = final_logit_transform(model.config, head(picked).float())                     # [N, V]
+    # a model sharded with FSDP2 runs this inside its forward hooks (unift.train.sharding)
+    sharded_forward = getattr(model, "unift_picked_logits", None)
+    logits = sharded_forward(input_ids, attention_mask, mask) if sharded_forward \
+        else picked_logits(model, input_ids, attention_mask, mask)                          # [N, V]
     if temperature != 1.0:
         logits = logits / temperature
     logp = -F.cross_entropy(logits, input_ids[:, 1:][mask], reduction="none")               # [N]

@@ -98,7 +98,10 @@ def named_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
     changed) and its frozen weights as they are; any other model yields its own parameters.
     """
     if not is_lora(model):
-        yield from model.named_parameters()
+        from unift.train.sharding import full_tensor
+
+        for name, param in model.named_parameters():  # FSDP2 shards are gathered (every rank calls this)
+            yield name, full_tensor(param)
         return
     from peft.tuners.lora import LoraLayer
 
@@ -116,7 +119,13 @@ def named_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def plain_copy(model):
-    """A deep copy of the model as a plain transformers model (LoRA merged into the weights)."""
+    """A deep copy of the model as a plain transformers model (LoRA merged into the weights).
+
+    A model sharded with FSDP2 is gathered whole on every rank (a collective: all ranks call it)."""
+    from unift.train.sharding import full_copy, is_sharded
+
+    if is_sharded(model):
+        return full_copy(model)
     duplicate = copy.deepcopy(model)
     return duplicate.merge_and_unload() if is_lora(model) else duplicate
 

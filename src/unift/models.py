@@ -131,7 +131,7 @@ def _load_dir(path: Path, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), **_dtype_kwargs(dtype))
+        model = AutoModelForCausalLM.from_pretrained(str(path), **dtype_kwargs(dtype))
         tokenizer = _load_tokenizer(path)
     except Exception as exc:  # damaged weights, a config of an unknown architecture, ...
         raise UserError(f"cannot load the model in {path}: {_one_line(exc)}") from None
@@ -150,7 +150,7 @@ def _load_hub(name: str, dtype: torch.dtype):
 
     unknown = (f"model '{name}' is not a local directory, a built-in name ({EMBEDDED}, {TINY}) "
                f"or a model in the Hugging Face cache")
-    kwargs = _dtype_kwargs(dtype)
+    kwargs = dtype_kwargs(dtype)
     try:
         return (AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs),
                 AutoTokenizer.from_pretrained(name, local_files_only=True))
@@ -172,7 +172,7 @@ def _load_hub(name: str, dtype: torch.dtype):
         raise UserError(f"cannot load model '{name}' from the Hugging Face hub: {_one_line(exc)}") from None
 
 
-def _dtype_kwargs(dtype: torch.dtype) -> dict:
+def dtype_kwargs(dtype: torch.dtype) -> dict:
     import transformers
 
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
@@ -445,7 +445,7 @@ def _build_model_dir(gguf: Path, tokenizer_dir: Path, directory: Path) -> None:
     _write_hf_dir(model, tokenizer, directory)
 
     # The saved directory must give exactly the converted model back.
-    reloaded = AutoModelForCausalLM.from_pretrained(str(directory), **_dtype_kwargs(torch.float32))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(directory), **dtype_kwargs(torch.float32))
     ids = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+3?"}],
                                                       add_generation_prompt=True, tokenize=True,
                                                       return_dict=False)])

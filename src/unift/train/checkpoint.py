@@ -2,6 +2,8 @@
 
 Layout: OUTPUT_DIR/checkpoints/step-000050/
     model/            Hugging Face format (safetensors), loadable by transformers and vLLM
+                      (FSDP2 runs: sharded/ and hf/ instead, and scheduler.pt holds the scheduler;
+                      see unift.train.sharding and `unift consolidate`)
     model/adapter/    LoRA runs: the adapter alone (model/ is then the merged model); resume reads it
     optimizer.pt      optimizer and scheduler state
     trainer_state.json  step, data position, RNG states (python, numpy, torch)
@@ -103,6 +105,40 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, sc
     return final
 
 
+def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
+                            trainer_state: dict[str, Any], config_yaml: str, keep_last: int = 2) -> Path:
+    """FSDP2: every rank calls this and writes its shards (unift.train.sharding); rank 0 writes the
+    rest, the manifest, and renames the directory into place. Needs a file system every rank sees."""
+    from unift.train.distributed import current_world
+    from unift.train.sharding import save_sharded
+
+    world = current_world()
+    root = output_dir / "checkpoints"
+    final = root / f"step-{step:06d}"
+    tmp = None
+    if world.is_main:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    tmp = Path(world.gather([str(tmp)])[0])  # rank 0's temporary directory, on every rank
+    save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
+    kill_point("checkpoint_write", step)
+    world.barrier()  # every shard is written
+    if world.is_main:
+        torch.save({"scheduler": scheduler.state_dict()}, tmp / "scheduler.pt")
+        torch.save({"rng": rng_state()}, tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+        (tmp / "config.yaml").write_text(config_yaml)
+        _write_manifest(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _prune(root, keep_last)
+    return final
+
+
 def _prune(root: Path, keep_last: int) -> None:
     steps = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in steps[:-keep_last]:
@@ -125,6 +161,29 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
             return candidate
         warnings.warn(f"checkpoint {candidate} is damaged (manifest check failed); trying an older one")
     return None
+
+
+def load_checkpoint(checkpoint: Path, model, optimizer, scheduler) -> dict[str, Any]:
+    """Restore weights (the adapter alone under LoRA; every rank's shards under FSDP2), optimizer,
+    scheduler and RNG; return the trainer state (step, data position)."""
+    from unift.errors import UserError
+    from unift.lora import restore_weights
+    from unift.train.sharding import SHARDED_DIR, is_sharded, load_sharded
+
+    written_sharded = (checkpoint / SHARDED_DIR).is_dir()
+    if written_sharded != is_sharded(model):
+        how = "sharded (parallel.strategy=fsdp2 under torchrun)" if written_sharded else \
+            "whole (one process, or parallel.strategy=ddp)"
+        raise UserError(f"checkpoint {checkpoint} was written {how}: resume it the same way "
+                        f"(a sharded one can be turned into a model with `unift consolidate`)")
+    if written_sharded:
+        load_sharded(model, optimizer, checkpoint)
+        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu")["scheduler"])
+        set_rng_state(torch.load(checkpoint / "rng.pt", map_location="cpu", weights_only=False)["rng"])
+    else:
+        restore_weights(model, checkpoint / "model")
+        load_training_state(checkpoint, optimizer, scheduler)
+    return json.loads((checkpoint / "trainer_state.json").read_text())
 
 
 def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:

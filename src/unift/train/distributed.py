@@ -4,8 +4,9 @@
     torchrun --nnodes 2 --node_rank R --rdzv_endpoint HOST:PORT --nproc_per_node 8 -m unift train CONFIG
 
 torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; the process group uses NCCL on GPUs and gloo on
-CPUs. Every rank holds a full replica of the model (data parallelism; sharding with FSDP2 is not
-built) and works on its share of each optimizer step's global batch:
+CPUs. With `parallel.strategy=ddp` (the default) every rank holds a full replica of the model
+(data parallelism); with `parallel.strategy=fsdp2` the model is sharded (unift.train.sharding).
+Either way every rank works on its share of each optimizer step's global batch:
 
 - SFT/DFT: rank r takes rows r, r+W, r+2W, ... of the step's batch. The token normaliser is the
   count over the whole global batch, so each rank's loss is its part of the global token mean.
@@ -15,7 +16,8 @@ built) and works on its share of each optimizer step's global batch:
 After the step's backward passes the gradients are summed over ranks in one all-reduce (what
 DistributedDataParallel does with `no_sync` on every micro-batch but the last), so every rank
 takes the same optimizer step and the replicas stay identical: W processes compute what one
-process computes on the whole batch. Only rank 0 logs, evaluates and writes checkpoints.
+process computes on the whole batch. Only rank 0 logs, evaluates and writes checkpoints (FSDP2:
+every rank writes its shards).
 """
 
 from __future__ import annotations
@@ -63,8 +65,12 @@ class World:
         return [v for part in parts for v in part]
 
     def reduce_gradients(self, model: torch.nn.Module) -> None:
-        """Sum every gradient over ranks, in one flat buffer per dtype (replicas take the same step)."""
-        if not self.distributed:
+        """Sum every gradient over ranks, in one flat buffer per dtype (replicas take the same step).
+
+        A model sharded with FSDP2 has reduce-scattered its gradients in backward: nothing to do."""
+        from unift.train.sharding import is_sharded
+
+        if not self.distributed or is_sharded(model):
             return
         for param in model.parameters():  # a rank with no rows this step still joins, with zeros
             if param.requires_grad and param.grad is None:

@@ -32,7 +32,8 @@ from unift.train.faults import kill_point
 from unift.train.distributed import current_world
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import build_optimizer, create_dir, load_policy, load_sft_data
+from unift.train.setup import build_optimizer, clip_gradients, create_dir, load_policy, load_sft_data
+from unift.train.sharding import idle_pass, is_sharded, micro_batch_count
 
 
 def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
@@ -64,6 +65,8 @@ def train(cfg: Config) -> Path:
     run = Run(cfg, output_dir, model, tokenizer, optimizer, scheduler, total, amp)
     step, cursor, _ = run.start()
     loss_fn = loss_function(cfg)
+    # FSDP2: every forward/backward is a collective, so all ranks run as many as the busiest one
+    passes = (lambda n: micro_batch_count(n, world)) if is_sharded(model) else (lambda n: n)
 
     try:
         while step < total:
@@ -73,7 +76,10 @@ def train(cfg: Config) -> Path:
             # this rank's rows of the step (all of them in one process), sorted: less padding per micro-batch
             batch = sorted((data[i] for i in world.share(indices)), key=lambda r: len(r.input_ids))
             stats = {"loss": 0.0, "nll_sum": 0.0, "prob_sum": 0.0, "tokens": 0}
-            for start in range(0, len(batch), cfg.train.micro_batch_size):
+            starts = range(0, len(batch), cfg.train.micro_batch_size)
+            for _ in range(len(starts), passes(len(starts))):  # FSDP2: as many passes as the busiest rank
+                idle_pass(model, device, amp, backward=True)
+            for start in starts:
                 micro = collate(batch[start:start + cfg.train.micro_batch_size], tokenizer.pad_token_id, device)
                 mask = micro.roles[:, 1:] == TARGET                                   # [b, T-1]
                 with autocast(device, amp):
@@ -89,9 +95,8 @@ def train(cfg: Config) -> Path:
             world.reduce_gradients(model)  # several processes: the whole batch's gradient on every rank
             stats["loss"], stats["nll_sum"], stats["prob_sum"], stats["tokens"] = world.sum(
                 [stats["loss"], stats["nll_sum"], stats["prob_sum"], stats["tokens"]])
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
-            finite = bool(torch.isfinite(grad_norm)) and math.isfinite(stats["loss"])
+            grad_norm = clip_gradients(model, cfg.train.grad_clip)
+            finite = math.isfinite(grad_norm) and math.isfinite(stats["loss"])
             if finite:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -104,7 +109,7 @@ def train(cfg: Config) -> Path:
                 "loss": stats["loss"],
                 "nll": stats["nll_sum"] / normalizer,
                 "mean_token_prob": stats["prob_sum"] / normalizer,
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "lr": scheduler.get_last_lr()[0],
                 "epoch": cursor.consumed / len(data),
                 "target_tokens": normalizer,

@@ -49,7 +49,8 @@ from unift.train.distributed import World, current_world
 from unift.train.faults import kill_point
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import build_optimizer, create_dir, load_policy, load_reference
+from unift.train.setup import build_optimizer, clip_gradients, create_dir, load_policy, load_reference
+from unift.train.sharding import idle_pass, is_sharded, micro_batch_count
 
 
 def load_rl_data(cfg: Config):
@@ -251,6 +252,14 @@ def _micro_batches(seqs: list[Sequence], micro: int, pad_id, device):
         yield part, batch, batch.roles[:, 1:] == GENERATED, batch.roles[:, 1:] == HINT
 
 
+def _idle_passes(model, mine: int, device, amp, backward: bool, reference=None) -> None:
+    """FSDP2: run empty passes until this rank has run as many as the busiest rank (see sharding)."""
+    if not is_sharded(model):
+        return
+    for _ in range(mine, micro_batch_count(mine, current_world())):
+        idle_pass(model, device, amp, backward, reference if reference is not model else None)
+
+
 def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Place the per-token values of the masked positions (in order) into a [b, T-1] fp32 tensor."""
     return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, values)
@@ -259,7 +268,9 @@ def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def _set_old_logp(model, sequences: list[Sequence], cfg: Config, pad_id, device, amp) -> None:
     """pi_old for several updates per rollout batch: one no-grad pass before the first update."""
-    for part, batch, gen_mask, _ in _micro_batches(sequences, cfg.train.micro_batch_size, pad_id, device):
+    micro = list(_micro_batches(sequences, cfg.train.micro_batch_size, pad_id, device))
+    _idle_passes(model, len(micro), device, amp, backward=False)
+    for part, batch, gen_mask, _ in micro:
         with autocast(device, amp):
             logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, gen_mask, cfg.rl.temperature)
         for s, row, m in zip(part, logp, gen_mask):
@@ -295,7 +306,9 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
     for _ in range(r.epochs):
         for mini, policy_norm in zip(minis, norms):
             hint_tokens = world.sum([sum(s.rendered.roles[1:].count(HINT) for s in mini)])[0]
-            for part, batch, gen_mask, hint_mask in _micro_batches(mini, cfg.train.micro_batch_size, pad_id, device):
+            micro = list(_micro_batches(mini, cfg.train.micro_batch_size, pad_id, device))
+            _idle_passes(model, len(micro), device, amp, backward=True, reference=reference)
+            for part, batch, gen_mask, hint_mask in micro:
                 sampler_logp = _scatter(gen_mask, torch.tensor([lp for s in part for lp in s.sampler_logp],
                                                                dtype=torch.float32, device=device))
                 advantages = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=device)
@@ -338,15 +351,14 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                 if param.requires_grad and param.grad is None:
                     param.grad = torch.zeros_like(param)
             world.reduce_gradients(model)  # the global mini-batch's gradient on every rank
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf"))
-            if torch.isfinite(grad_norm):
+            grad_norm = clip_gradients(model, cfg.train.grad_clip)
+            if math.isfinite(grad_norm):
                 optimizer.step()
             else:
                 _add(totals, "skipped_nonfinite", 1.0)
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-            _add(totals, "grad_norm_sum", float(grad_norm))
+            _add(totals, "grad_norm_sum", grad_norm)
     present = [k for k in ("hint_loss", "kl") if k in totals]
     if world.distributed:  # every rank's share of the step (the same keys on every rank)
         summed = world.sum([totals.get(k, 0.0) for k in ADDITIVE] + [float(k in totals) for k in ("hint_loss", "kl")])

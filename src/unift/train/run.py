@@ -30,6 +30,7 @@ from unift.train import checkpoint as ckpt
 from unift.train.distributed import current_world
 from unift.train.metrics import MetricsLogger
 from unift.train.setup import PeriodicEval
+from unift.train.sharding import full_copy, is_sharded
 
 
 class Run:
@@ -50,36 +51,35 @@ class Run:
         """Resume from the latest good checkpoint if asked; open the metric sinks.
 
         Returns (step, data cursor, the saved trainer state or {})."""
-        from unift.lora import restore_weights
-
         step, cursor, state = 0, Cursor(), {}
         resume_from = ckpt.latest_checkpoint(self.output_dir) if self.cfg.resume else None
-        ckpt.remove_leftovers(self.output_dir)
+        if self.world.is_main:
+            ckpt.remove_leftovers(self.output_dir)
         if resume_from is not None:
-            restore_weights(self.model, resume_from / "model")  # the adapter alone under LoRA
-            state = ckpt.load_training_state(resume_from, self.optimizer, self.scheduler)
+            state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler)
             step, cursor = state["step"], Cursor(**state["cursor"])
             self.bad_steps = int(state.get("bad_steps", 0))
             self.last_checkpoint, self.saved_step = resume_from, step
-            print(f"resumed from {resume_from} at step {step}")
+            if self.world.is_main:
+                print(f"resumed from {resume_from} at step {step}")
+        initial = self._evaluate() if step == 0 and self.periodic.examples else None  # the curve's start
+        self._catch_signals()
         if not self.world.is_main:
             self.logger = _SilentLogger()
-            self._catch_signals()
             return step, cursor, state
         (self.output_dir / "config.yaml").write_text(self.config_yaml)
         self.logger = MetricsLogger(self.output_dir, self.total, step, self.cfg.log.tensorboard, self.cfg.log.wandb,
                                     self.cfg.log.progress, run_name=self.output_dir.name, config=to_dict(self.cfg))
-        if step == 0 and self.periodic.examples:  # the starting point of the learning curve
-            self.logger.log(0, self.periodic(self.model))
-        self._catch_signals()
+        if initial is not None:
+            self.logger.log(0, initial)
         return step, cursor, state
 
     def end_step(self, step: int, cursor: Cursor, metrics: dict[str, Any], postfix: dict[str, Any],
                  extra_state: dict[str, Any] | None = None) -> None:
         """After optimizer step `step`: held-out eval when due, log, progress bar, the non-finite
         streak check, checkpoint when due, and a stop when a signal asked for one."""
-        if self.world.is_main and self.periodic.due(step, self.total):
-            metrics.update(self.periodic(self.model))
+        if self.periodic.due(step, self.total):
+            metrics.update(self._evaluate())
         if step % self.cfg.log.every == 0 or step == self.total:
             self.logger.log(step, metrics)
         self.logger.progress(step, postfix)
@@ -94,12 +94,21 @@ class Run:
         if stop and step < self.total:
             raise self.interrupted(step, cursor, extra_state)
 
+    def _evaluate(self) -> dict[str, float]:
+        """Held-out greedy pass@1 on rank 0 (the others return {}; FSDP2: they help gather the weights)."""
+        model = full_copy(self.model, main_only=True) if is_sharded(self.model) else self.model
+        return self.periodic(model) if self.world.is_main else {}
+
     def save(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> None:
         if step == self.saved_step:  # e.g. interrupted right after a periodic checkpoint
             return
         state = {"step": step, "cursor": cursor.as_dict(), "total_steps": self.total, "bad_steps": self.bad_steps,
                  **(extra_state or {})}
-        if self.world.is_main:  # the replicas are identical: one copy is written
+        if is_sharded(self.model):  # FSDP2: every rank writes its shards
+            self.last_checkpoint = ckpt.save_sharded_checkpoint(self.output_dir, step, self.model, self.tokenizer,
+                                                                self.optimizer, self.scheduler, state,
+                                                                self.config_yaml, self.cfg.checkpoint.keep_last)
+        elif self.world.is_main:  # the replicas are identical: one copy is written
             self.last_checkpoint = ckpt.save_checkpoint(self.output_dir, step, self.model, self.tokenizer,
                                                         self.optimizer, self.scheduler, state, self.config_yaml,
                                                         self.cfg.checkpoint.keep_last)
@@ -119,8 +128,9 @@ class Run:
 
         self.save(step, cursor, extra_state)
         final = self.output_dir / "final"
+        model = full_copy(self.model, main_only=True) if is_sharded(self.model) else self.model
         if self.world.is_main:
-            save_model(self.model, self.tokenizer, final)
+            save_model(model, self.tokenizer, final)
         self.world.barrier()
         self._close("finished", step, f"final model: {final}", final)
         return final

@@ -73,6 +73,16 @@ def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimize
                              fused=False)
 
 
+def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
+    """Clip the global gradient norm to max_norm (0 = no clipping); returns the norm before clipping.
+
+    Sharded gradients (FSDP2) give the norm of the whole gradient, the same on every rank."""
+    from unift.train.sharding import full_tensor
+
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
+    return float(full_tensor(norm))
+
+
 class PeriodicEval:
     """Greedy pass@1 on the held-out set every `eval.every` steps, for learning curves."""
 
@@ -119,7 +129,17 @@ def load_policy(cfg: Config):
 
         model = apply_lora(model, cfg.lora)
     model.to(device).train()
-    return output_dir, device, model, tokenizer, autocast_dtype(cfg.train.precision, device)
+    return output_dir, device, _maybe_shard(model, cfg), tokenizer, autocast_dtype(cfg.train.precision, device)
+
+
+def _maybe_shard(model, cfg: Config):
+    """parallel.strategy=fsdp2 under torchrun: shard the model over the ranks (unift.train.sharding)."""
+    world = current_world()
+    if cfg.parallel.strategy != "fsdp2" or not world.distributed:
+        return model
+    from unift.train.sharding import shard
+
+    return shard(model, world)
 
 
 def load_reference(cfg: Config, policy, device):
@@ -130,4 +150,4 @@ def load_reference(cfg: Config, policy, device):
     if cfg.lora.enabled:
         return policy
     reference, _ = load_model(cfg.model, seed=cfg.seed)
-    return reference.to(device).eval().requires_grad_(False)
+    return _maybe_shard(reference.to(device).eval().requires_grad_(False), cfg)
