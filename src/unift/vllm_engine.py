@@ -49,7 +49,7 @@ def vllm_available() -> bool:
 
 def policy_weights(model):
     """(name, bf16 tensor) for every weight of the policy, in plain Hugging Face names (a LoRA
-    policy gives its merged weights, `unift.lora.named_weights`)."""
+    policy gives its merged weights, an FSDP2 policy its gathered ones: `unift.lora.named_weights`)."""
     from unift.lora import named_weights
 
     for name, param in named_weights(model):
@@ -72,13 +72,15 @@ class VLLMEngine:
             raise UserError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
         from unift.lora import is_lora, plain_copy
         from unift.models import save_model
+        from unift.train.sharding import is_sharded
 
         self.policy = model
         self.tokenizer = tokenizer
         self._tmp = tempfile.TemporaryDirectory(prefix="unift-vllm-", dir=workdir)
         source = Path(self._tmp.name) / "policy"
-        # the architecture, tokenizer and starting weights (a LoRA policy: merged into a plain model)
-        save_model(plain_copy(model) if is_lora(model) else model, tokenizer, source)
+        # the architecture, tokenizer and starting weights (a LoRA policy merged into a plain model,
+        # an FSDP2 policy gathered into one: every rank calls this)
+        save_model(plain_copy(model) if is_lora(model) or is_sharded(model) else model, tokenizer, source)
         self.llm = LLM(model=str(source), tokenizer=str(source), dtype="bfloat16", enforce_eager=True,
                        seed=seed, max_model_len=max_model_len, enable_prefix_caching=True,
                        logprobs_mode="processed_logprobs")
@@ -109,6 +111,11 @@ class VLLMEngine:
         return results
 
     def close(self) -> None:
+        """Shut the engine down now (under torchrun vLLM also tears down the process group, so the
+        training loop calls this after its last collective), then delete the weights it started from."""
+        client = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if client is not None and hasattr(client, "shutdown"):
+            client.shutdown()
         self._tmp.cleanup()
 
 

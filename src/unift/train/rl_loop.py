@@ -206,9 +206,12 @@ def train_rl(cfg: Config) -> Path:
                 metrics.update({f"adaptive_{k}": v for k, v in adaptive.summary().items()})
             run.end_step(step, cursor, metrics, {"reward": metrics["reward"], "acc": metrics["accuracy"],
                                                  "hint": round(metrics["hint_chunks_mean"], 2)}, extra_state())
+        return run.finish(step, cursor, extra_state())
     except KeyboardInterrupt:
         raise run.interrupted(step, cursor, extra_state()) from None
-    return run.finish(step, cursor, extra_state())
+    finally:
+        if hasattr(engine, "close"):  # a vLLM engine: after the last collective (see VLLMEngine.close)
+            engine.close()
 
 
 def build_engine(cfg: Config, model, tokenizer, amp, output_dir: Path):
