@@ -182,12 +182,11 @@ def merge_adapter_dir(adapter_dir: str | Path, base: str, out: str | Path) -> Pa
     """Merge the adapter in `adapter_dir` into model `base`; write a plain Hugging Face model to `out`."""
     from peft import PeftModel
 
-    from unift.models import load_model, save_model
+    from unift.models import load_model, require_new_dir, save_model
 
     adapter = find_adapter(Path(adapter_dir))
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} already exists and is not an empty directory")
+    require_new_dir(out)
     model, tokenizer = load_model(base)
     try:
         with _quiet_peft():

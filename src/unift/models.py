@@ -237,6 +237,12 @@ def build_tiny_model(tokenizer, seed: int = 0):
 # ---------------------------------------------------------------------------------------------
 # saving
 
+def require_new_dir(out: Path, what: str = "--out") -> None:
+    """A user's output directory for a new model must not exist yet, or be empty (one-line error)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{what} {out} already exists and is not an empty directory")
+
+
 def save_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Save `model` and `tokenizer` as a Hugging Face directory at `out_dir`, atomically.
 

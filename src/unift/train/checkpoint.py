@@ -84,25 +84,11 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, sc
                     trainer_state: dict[str, Any], config_yaml: str, keep_last: int = 2) -> Path:
     from unift.models import save_model
 
-    root = output_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{step:06d}"
-    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    root, tmp = _start(output_dir, step)
     save_model(model, tokenizer, tmp / "model")
     kill_point("checkpoint_write", step)  # test hook (unift.train.faults); a no-op otherwise
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    torch.save({"rng": rng_state()}, tmp / "rng.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-    (tmp / "config.yaml").write_text(config_yaml)
-    _write_manifest(tmp)
-    if final.exists():  # same step saved again (e.g. end of a resumed run)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _prune(root, keep_last)
-    return final
+    return _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
 
 
 def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
@@ -113,29 +99,40 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optim
     from unift.train.sharding import save_sharded
 
     world = current_world()
-    root = output_dir / "checkpoints"
-    final = root / f"step-{step:06d}"
-    tmp = None
-    if world.is_main:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
+    root, tmp = _start(output_dir, step) if world.is_main else (None, None)
     tmp = Path(world.gather([str(tmp)])[0])  # rank 0's temporary directory, on every rank
     save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
     kill_point("checkpoint_write", step)
     world.barrier()  # every shard is written
     if world.is_main:
         torch.save({"scheduler": scheduler.state_dict()}, tmp / "scheduler.pt")
-        torch.save({"rng": rng_state()}, tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
-        (tmp / "config.yaml").write_text(config_yaml)
-        _write_manifest(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _prune(root, keep_last)
+        _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
+    return output_dir / "checkpoints" / f"step-{step:06d}"
+
+
+def _start(output_dir: Path, step: int) -> tuple[Path, Path]:
+    """(checkpoints root, a fresh temporary directory for step's checkpoint)."""
+    root = output_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return root, tmp
+
+
+def _complete(root: Path, tmp: Path, step: int, trainer_state: dict[str, Any], config_yaml: str,
+              keep_last: int) -> Path:
+    """Add RNG, trainer state, config and manifest; rename into place; prune old checkpoints."""
+    torch.save({"rng": rng_state()}, tmp / "rng.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+    (tmp / "config.yaml").write_text(config_yaml)
+    _write_manifest(tmp)
+    final = root / f"step-{step:06d}"
+    if final.exists():  # same step saved again (e.g. end of a resumed run)
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _prune(root, keep_last)
     return final
 
 
@@ -178,18 +175,11 @@ def load_checkpoint(checkpoint: Path, model, optimizer, scheduler) -> dict[str, 
                         f"(a sharded one can be turned into a model with `unift consolidate`)")
     if written_sharded:
         load_sharded(model, optimizer, checkpoint)
-        scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", map_location="cpu")["scheduler"])
-        set_rng_state(torch.load(checkpoint / "rng.pt", map_location="cpu", weights_only=False)["rng"])
+        state = torch.load(checkpoint / "scheduler.pt", map_location="cpu")
     else:
         restore_weights(model, checkpoint / "model")
-        load_training_state(checkpoint, optimizer, scheduler)
-    return json.loads((checkpoint / "trainer_state.json").read_text())
-
-
-def load_training_state(checkpoint: Path, optimizer, scheduler) -> dict[str, Any]:
-    """Restore optimizer, scheduler and RNG; return the trainer state (step, data position)."""
-    opt = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(opt["optimizer"])
-    scheduler.load_state_dict(opt["scheduler"])
+        state = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
     set_rng_state(torch.load(checkpoint / "rng.pt", map_location="cpu", weights_only=False)["rng"])
     return json.loads((checkpoint / "trainer_state.json").read_text())

@@ -33,7 +33,7 @@ from unift.train.distributed import current_world
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, clip_gradients, create_dir, load_policy, load_sft_data
-from unift.train.sharding import idle_pass, is_sharded, micro_batch_count
+from unift.train.sharding import catch_up
 
 
 def loss_function(cfg: Config) -> Callable[..., torch.Tensor]:
@@ -65,8 +65,6 @@ def train(cfg: Config) -> Path:
     run = Run(cfg, output_dir, model, tokenizer, optimizer, scheduler, total, amp)
     step, cursor, _ = run.start()
     loss_fn = loss_function(cfg)
-    # FSDP2: every forward/backward is a collective, so all ranks run as many as the busiest one
-    passes = (lambda n: micro_batch_count(n, world)) if is_sharded(model) else (lambda n: n)
 
     try:
         while step < total:
@@ -77,8 +75,7 @@ def train(cfg: Config) -> Path:
             batch = sorted((data[i] for i in world.share(indices)), key=lambda r: len(r.input_ids))
             stats = {"loss": 0.0, "nll_sum": 0.0, "prob_sum": 0.0, "tokens": 0}
             starts = range(0, len(batch), cfg.train.micro_batch_size)
-            for _ in range(len(starts), passes(len(starts))):  # FSDP2: as many passes as the busiest rank
-                idle_pass(model, device, amp, backward=True)
+            catch_up(model, len(starts), device, amp, backward=True)  # FSDP2: as many passes as the busiest rank
             for start in starts:
                 micro = collate(batch[start:start + cfg.train.micro_batch_size], tokenizer.pad_token_id, device)
                 mask = micro.roles[:, 1:] == TARGET                                   # [b, T-1]

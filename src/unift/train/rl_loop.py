@@ -50,7 +50,7 @@ from unift.train.faults import kill_point
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
 from unift.train.setup import build_optimizer, clip_gradients, create_dir, load_policy, load_reference
-from unift.train.sharding import idle_pass, is_sharded, micro_batch_count
+from unift.train.sharding import catch_up
 
 
 def load_rl_data(cfg: Config):
@@ -255,14 +255,6 @@ def _micro_batches(seqs: list[Sequence], micro: int, pad_id, device):
         yield part, batch, batch.roles[:, 1:] == GENERATED, batch.roles[:, 1:] == HINT
 
 
-def _idle_passes(model, mine: int, device, amp, backward: bool, reference=None) -> None:
-    """FSDP2: run empty passes until this rank has run as many as the busiest rank (see sharding)."""
-    if not is_sharded(model):
-        return
-    for _ in range(mine, micro_batch_count(mine, current_world())):
-        idle_pass(model, device, amp, backward, reference if reference is not model else None)
-
-
 def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """Place the per-token values of the masked positions (in order) into a [b, T-1] fp32 tensor."""
     return torch.zeros(mask.shape, dtype=torch.float32, device=mask.device).masked_scatter(mask, values)
@@ -272,7 +264,7 @@ def _scatter(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 def _set_old_logp(model, sequences: list[Sequence], cfg: Config, pad_id, device, amp) -> None:
     """pi_old for several updates per rollout batch: one no-grad pass before the first update."""
     micro = list(_micro_batches(sequences, cfg.train.micro_batch_size, pad_id, device))
-    _idle_passes(model, len(micro), device, amp, backward=False)
+    catch_up(model, len(micro), device, amp, backward=False)  # FSDP2
     for part, batch, gen_mask, _ in micro:
         with autocast(device, amp):
             logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, gen_mask, cfg.rl.temperature)
@@ -310,7 +302,7 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
         for mini, policy_norm in zip(minis, norms):
             hint_tokens = world.sum([sum(s.rendered.roles[1:].count(HINT) for s in mini)])[0]
             micro = list(_micro_batches(mini, cfg.train.micro_batch_size, pad_id, device))
-            _idle_passes(model, len(micro), device, amp, backward=True, reference=reference)
+            catch_up(model, len(micro), device, amp, backward=True, reference=reference)  # FSDP2
             for part, batch, gen_mask, hint_mask in micro:
                 sampler_logp = _scatter(gen_mask, torch.tensor([lp for s in part for lp in s.sampler_logp],
                                                                dtype=torch.float32, device=device))

@@ -14,7 +14,7 @@ Four things differ from data parallelism (unift.train.distributed), all handled 
 - The log-prob computation calls the decoder and the head separately, not `model.forward`, so it
   is registered as an FSDP forward method (`unift_picked_logits`) to get the all-gather hooks.
 - Every forward and backward is a collective: all ranks must run the same number of them. A rank
-  with fewer micro-batches runs `idle_pass` (a one-token batch with zero loss) for the missing ones.
+  with fewer micro-batches runs idle passes (`catch_up`: one pad token, zero loss) for the missing ones.
 - Generation, evaluation and saving need whole weights: `full_copy` gathers them into a plain
   transformers model (on every rank for the rollout engine, on rank 0 for evaluation and saving).
 
@@ -105,9 +105,16 @@ def plain_model(config, state: dict[str, torch.Tensor], device: torch.device):
     return model.eval()
 
 
-def micro_batch_count(n: int, world) -> int:
-    """The most micro-batches any rank has: every rank runs that many passes (the rest idle)."""
-    return int(max(world.gather([n]))) if world.distributed else n
+def catch_up(model, mine: int, device, amp, backward: bool, reference=None) -> None:
+    """A sharded model: run idle passes until this rank, with `mine` micro-batches, has run as many
+    passes as the busiest rank. A no-op for any other model."""
+    if not is_sharded(model):
+        return
+    from unift.train.distributed import current_world
+
+    most = int(max(current_world().gather([mine])))
+    for _ in range(mine, most):
+        idle_pass(model, device, amp, backward, reference)
 
 
 def idle_pass(model, device, amp, backward: bool, reference=None) -> None:
@@ -164,13 +171,12 @@ def consolidate(checkpoint: Path, out_dir: Path) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from unift.errors import UserError
-    from unift.models import dtype_kwargs, save_model
+    from unift.models import dtype_kwargs, require_new_dir, save_model
 
     if not (checkpoint / SHARDED_DIR / ".metadata").is_file() or not (checkpoint / HF_DIR / "config.json").is_file():
         raise UserError(f"{checkpoint} is not a sharded checkpoint (no {SHARDED_DIR}/.metadata and {HF_DIR}/config.json); "
                         f"give a checkpoints/step-N directory of a parallel.strategy=fsdp2 run")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise UserError(f"--out {out_dir} already exists and is not an empty directory")
+    require_new_dir(out_dir)
     config = AutoConfig.from_pretrained(checkpoint / HF_DIR)
     model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(torch.float32))
     state = {"model": model.state_dict()}  # DCP reads just these keys (the optimizer shards stay on disk)
