@@ -253,11 +253,15 @@ def save_model(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     A LoRA (peft) model is saved merged (W0 + B A * alpha / r), with the adapter alone in
     `out_dir/adapter/` (see `unift.lora`).
     """
+    from unift.disk import disk_full_is_user_error, require_space, state_bytes
+
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
+    require_space(out.parent, state_bytes(model.state_dict()), f"the model {out}")
     tmp = _make_temp_dir(out.parent, out.name)
     try:
-        _write_hf_dir(model, tokenizer, tmp)
+        with disk_full_is_user_error(out.parent, f"the model {out}"):
+            _write_hf_dir(model, tokenizer, tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unift.disk import disk_full_is_user_error, require_space, state_bytes
 from unift.train.faults import kill_point
 
 MANIFEST = "manifest.json"
@@ -84,11 +85,17 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, sc
                     trainer_state: dict[str, Any], config_yaml: str, keep_last: int = 2) -> Path:
     from unift.models import save_model
 
-    root, tmp = _start(output_dir, step)
-    save_model(model, tokenizer, tmp / "model")
-    kill_point("checkpoint_write", step)  # test hook (unift.train.faults); a no-op otherwise
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    return _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
+    root, tmp = _start(output_dir, step, _checkpoint_bytes(model, optimizer))
+    try:
+        with disk_full_is_user_error(root, f"checkpoint step {step}"):
+            save_model(model, tokenizer, tmp / "model")
+            kill_point("checkpoint_write", step)  # test hook (unift.train.faults); a no-op otherwise
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                       tmp / "optimizer.pt")
+            return _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, scheduler,
@@ -99,21 +106,30 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optim
     from unift.train.sharding import save_sharded
 
     world = current_world()
-    root, tmp = _start(output_dir, step) if world.is_main else (None, None)
+    needed = _checkpoint_bytes(model, optimizer)  # every rank: the same total, the same verdict
+    require_space(output_dir, needed, f"checkpoint step {step}")
+    root, tmp = _start(output_dir, step, needed) if world.is_main else (None, None)
     tmp = Path(world.gather([str(tmp)])[0])  # rank 0's temporary directory, on every rank
-    save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
-    kill_point("checkpoint_write", step)
-    world.barrier()  # every shard is written
-    if world.is_main:
-        torch.save({"scheduler": scheduler.state_dict()}, tmp / "scheduler.pt")
-        _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
+    with disk_full_is_user_error(tmp.parent, f"checkpoint step {step}"):
+        save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
+        kill_point("checkpoint_write", step)
+        world.barrier()  # every shard is written
+        if world.is_main:
+            torch.save({"scheduler": scheduler.state_dict()}, tmp / "scheduler.pt")
+            _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
     return output_dir / "checkpoints" / f"step-{step:06d}"
 
 
-def _start(output_dir: Path, step: int) -> tuple[Path, Path]:
-    """(checkpoints root, a fresh temporary directory for step's checkpoint)."""
+def _checkpoint_bytes(model, optimizer) -> int:
+    """About what a checkpoint of `model` and `optimizer` takes on disk (all ranks together)."""
+    return state_bytes(model.state_dict()) + state_bytes(optimizer.state_dict())
+
+
+def _start(output_dir: Path, step: int, needed: int) -> tuple[Path, Path]:
+    """(checkpoints root, a fresh temporary directory for step's checkpoint of `needed` bytes)."""
     root = output_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    require_space(root, needed, f"checkpoint step {step}")
     tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
