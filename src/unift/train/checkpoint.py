@@ -13,7 +13,9 @@ Layout: OUTPUT_DIR/checkpoints/step-000050/
 A checkpoint is built in a temporary directory next to its final place and renamed into
 place only when complete, so a crash never leaves a half-written `step-*` directory. On load
 the manifest is checked; a damaged checkpoint is skipped (with a warning) in favour of the
-previous one. Only the newest `keep_last` checkpoints are kept. The temporary directory a
+previous one. Every file is fsynced before the rename and the rename after it, so a machine
+crash (not only a process crash) leaves the previous checkpoint or the new one whole. Only the
+newest `keep_last` checkpoints are kept. The temporary directory a
 killed run leaves behind is removed when the next run starts.
 """
 
@@ -144,12 +146,30 @@ def _complete(root: Path, tmp: Path, step: int, trainer_state: dict[str, Any], c
     (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
     (tmp / "config.yaml").write_text(config_yaml)
     _write_manifest(tmp)
+    _fsync_tree(tmp)  # on disk before the name says it is complete
     final = root / f"step-{step:06d}"
     if final.exists():  # same step saved again (e.g. end of a resumed run)
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(root)  # the rename itself
     _prune(root, keep_last)
     return final
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(directory: Path) -> None:
+    """Flush every file and directory under `directory` (and itself) to the disk, so a machine
+    crash after the rename cannot leave a checkpoint whose name is there but whose data is not."""
+    for path in sorted(directory.rglob("*"), reverse=True):  # files before their directories
+        _fsync(path)
+    _fsync(directory)
 
 
 def _prune(root: Path, keep_last: int) -> None:
