@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from test_crash_resume import damage  # the sibling module's corruption helper
 from unift.train.distributed import World
 
 WEIGHT_ATOL = 1e-4
@@ -113,8 +114,13 @@ def test_two_process_run_resumes_with_the_same_world_size(tmp_path, countdown_js
               "log.progress=false", "checkpoint.every=1"]
     _train(common + ["train.steps=4", f"output_dir={tmp_path / 'straight'}"], 2, tmp_path)
     _train(common + ["train.steps=2", f"output_dir={tmp_path / 'split'}"], 2, tmp_path)
-    # stopped after 2 steps, continued to 4 on 2 processes: the data order is the uninterrupted one
-    _train(common + ["train.steps=4", "resume=true", f"output_dir={tmp_path / 'split'}"], 2, tmp_path)
+    damage(tmp_path / "split" / "checkpoints" / "step-000002")
+    # stopped after 2 steps, its last checkpoint damaged, continued to 4 on 2 processes: rank 0
+    # checks the checksums (one warning), every rank resumes from step 1, and the data order is
+    # the uninterrupted one
+    proc = _train(common + ["train.steps=4", "resume=true", f"output_dir={tmp_path / 'split'}"], 2, tmp_path)
+    assert proc.stderr.count("step-000002 is damaged") == 1, proc.stderr[-3000:]
+    assert proc.stdout.count("resumed from") == 1 and "step-000001 at step 1" in proc.stdout, proc.stdout
     rows = _metrics(tmp_path / "split")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     straight = {r["step"]: r["example_ids"] for r in _metrics(tmp_path / "straight")}

@@ -52,7 +52,10 @@ class Run:
 
         Returns (step, data cursor, the saved trainer state or {})."""
         step, cursor, state = 0, Cursor(), {}
-        resume_from = ckpt.latest_checkpoint(self.output_dir) if self.cfg.resume else None
+        # rank 0 reads the checksums (and warns of damage) once; every rank loads the one it chose
+        found = ckpt.latest_checkpoint(self.output_dir) if self.cfg.resume and self.world.is_main else None
+        found = self.world.gather([str(found) if found else ""])[0]
+        resume_from = Path(found) if found else None
         if self.world.is_main:
             ckpt.remove_leftovers(self.output_dir)
         if resume_from is not None:
