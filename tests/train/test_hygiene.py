@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from unift.config import load_config
 from unift.train.checkpoint import verify
 from unift.train.rl_loop import train_rl
@@ -74,8 +76,10 @@ def test_memory_and_open_files_stay_flat_over_50_rl_steps(tmp_path, countdown_js
     assert max(files[s] for s in range(10, STEPS + 1)) - files[10] <= 2, files
 
 
-def test_sigint_saves_closes_and_resumes(tmp_path, countdown_jsonl):
-    out = tmp_path / "sigint"
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_saves_closes_and_resumes(tmp_path, countdown_jsonl, sig):
+    """Ctrl-C, or SIGTERM as a job scheduler sends before it kills: the same clean stop."""
+    out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     env.pop("UNIFT_TEST_KILL_AT", None)
     base = [sys.executable, "-m", "unift", "train", f"output_dir={out}", f"data.train={countdown_jsonl}", "model=tiny",
@@ -89,7 +93,7 @@ def test_sigint_saves_closes_and_resumes(tmp_path, countdown_jsonl):
         if metrics.exists() and metrics.read_text().count("\n") >= 2:
             break
         time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
 
     # A clean stop: exit status 2, one line on stderr, no traceback.
@@ -99,7 +103,7 @@ def test_sigint_saves_closes_and_resumes(tmp_path, countdown_jsonl):
     match = re.fullmatch(r"unift: error: interrupted at step (\d+); checkpoint saved, continue with resume=true", last)
     assert match, stderr
     step = int(match[1])
-    assert 2 <= step < 500 and "SIGINT: stopping after the current step" in stdout
+    assert 2 <= step < 500 and f"{sig.name}: stopping after the current step" in stdout
     # The checkpoint of that step is whole, the logs are complete and closed, the summary is written.
     assert verify(out / "checkpoints" / f"step-{step:06d}")
     lines = metrics.read_text().splitlines()
