@@ -87,7 +87,8 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, sc
                     trainer_state: dict[str, Any], config_yaml: str, keep_last: int = 2) -> Path:
     from unift.models import save_model
 
-    root, tmp = _start(output_dir, step, _checkpoint_bytes(model, optimizer))
+    require_space(output_dir, _checkpoint_bytes(model, optimizer), f"checkpoint step {step}")
+    root, tmp = _start(output_dir, step)
     try:
         with disk_full_is_user_error(root, f"checkpoint step {step}"):
             save_model(model, tokenizer, tmp / "model")
@@ -108,9 +109,9 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optim
     from unift.train.sharding import save_sharded
 
     world = current_world()
-    needed = _checkpoint_bytes(model, optimizer)  # every rank: the same total, the same verdict
-    require_space(output_dir, needed, f"checkpoint step {step}")
-    root, tmp = _start(output_dir, step, needed) if world.is_main else (None, None)
+    # every rank: the same total, the same verdict
+    require_space(output_dir, _checkpoint_bytes(model, optimizer), f"checkpoint step {step}")
+    root, tmp = _start(output_dir, step) if world.is_main else (None, None)
     tmp = Path(world.gather([str(tmp)])[0])  # rank 0's temporary directory, on every rank
     with disk_full_is_user_error(tmp.parent, f"checkpoint step {step}"):
         save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
@@ -127,11 +128,10 @@ def _checkpoint_bytes(model, optimizer) -> int:
     return state_bytes(model.state_dict()) + state_bytes(optimizer.state_dict())
 
 
-def _start(output_dir: Path, step: int, needed: int) -> tuple[Path, Path]:
-    """(checkpoints root, a fresh temporary directory for step's checkpoint of `needed` bytes)."""
+def _start(output_dir: Path, step: int) -> tuple[Path, Path]:
+    """(checkpoints root, a fresh temporary directory for step's checkpoint)."""
     root = output_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    require_space(root, needed, f"checkpoint step {step}")
     tmp = root / f".tmp-step-{step:06d}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
