@@ -245,7 +245,7 @@ def _rollout_vllm(batch: int, steps: int, tmp: Path, cold: bool = False) -> dict
 
     model, tokenizer = load_model(MODEL)
     path = save_model(model, tokenizer, tmp / "model")
-    llm = LLM(model=str(path), dtype="bfloat16", enforce_eager=True, seed=0)
+    llm = LLM(model=str(path), trust_remote_code=False, dtype="bfloat16", enforce_eager=True, seed=0)
     prompts = [{"prompt_token_ids": p} for p in _rollout_prompts(tokenizer, batch)]
     times, tokens = [], []
     for _ in range(steps):

@@ -1,4 +1,5 @@
-"""The `unift` command: train, eval, data, compare, horizon, demo, merge-lora, consolidate.
+"""The `unift` command: train, eval, data, compare, horizon, demo, merge-lora, consolidate,
+convert-checkpoint.
 
 A user's mistake (`UserError`) is printed as one line `unift: error: ...` with exit status 2;
 anything else is a bug and keeps its traceback.
@@ -106,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/step-N directory of an fsdp2 run")
     k.add_argument("--out", required=True, help="new directory for the model (must not exist or be empty)")
+
+    v = sub.add_parser("convert-checkpoint", help="rewrite a unift 0.1 checkpoint (pickled .pt files) so it resumes",
+                       description="unift 0.1 stored optimizer, scheduler and RNG state as pickles (optimizer.pt,\n"
+                                   "rng.pt, scheduler.pt), which can carry code; resume refuses them. This reads them\n"
+                                   "with PyTorch's weights-only loader (tensors and plain data, nothing else), writes\n"
+                                   "optimizer.safetensors and rng.safetensors and a new manifest in place, and removes\n"
+                                   "the old files. Convert only checkpoints whose origin you trust.",
+                       epilog="example:\n  unift convert-checkpoint runs/sft/checkpoints/step-000100",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/step-N directory")
     return p
 
 
@@ -151,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
             from unift.train.sharding import consolidate
 
             print(f"model: {consolidate(Path(args.checkpoint), Path(args.out))}")
+            return 0
+        if args.command == "convert-checkpoint":
+            from unift.train.convert import convert_checkpoint
+
+            print(f"converted: {convert_checkpoint(Path(args.checkpoint))}")
             return 0
         if args.command == "demo":
             from unift.demo import run_demo

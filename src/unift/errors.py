@@ -22,3 +22,9 @@ def suggest(name: str, valid: Iterable[str]) -> str:
     if close:
         return f" (did you mean '{close[0]}'?)"
     return f" (valid: {', '.join(valid)})"
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line, at most `limit` characters (its type if it has none)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

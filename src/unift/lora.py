@@ -149,8 +149,12 @@ def restore_weights(model, model_dir: Path) -> None:
                         f"(and the same lora settings) to resume it")
     from unift.models import load_model
 
-    resumed, _ = load_model(str(model_dir))
-    model.load_state_dict(resumed.state_dict())
+    resumed, _ = load_model(str(model_dir), safetensors_only=True)
+    try:
+        model.load_state_dict(resumed.state_dict())
+    except RuntimeError as exc:  # another architecture or size than this run's model
+        raise UserError(f"the weights in {model_dir} do not fit this run's model ({_first_line(exc)}); "
+                        f"resume with the same model") from None
 
 
 def _load_adapter_weights(model, adapter: Path) -> None:
@@ -185,6 +189,8 @@ def merge_adapter_dir(adapter_dir: str | Path, base: str, out: str | Path) -> Pa
     from unift.models import load_model, require_new_dir, save_model
 
     adapter = find_adapter(Path(adapter_dir))
+    if not (adapter / ADAPTER_WEIGHTS).is_file():  # peft would fall back to a pickled adapter_model.bin
+        raise UserError(f"{adapter} has no {ADAPTER_WEIGHTS}: unift reads adapter weights only as safetensors")
     out = Path(out)
     require_new_dir(out)
     model, tokenizer = load_model(base)

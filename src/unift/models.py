@@ -91,33 +91,38 @@ def count_parameters(model: torch.nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------
 # loading
 
-def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0):
+def load_model(name: str, *, dtype: torch.dtype = torch.float32, seed: int = 0, safetensors_only: bool = False):
     """Return ``(model, tokenizer)`` for a model name (see the module docstring).
 
     The model is on the CPU in `dtype`, in whatever train/eval mode `from_pretrained` leaves it.
     `seed` only matters for ``tiny`` (its random initialisation). The tokenizer always has a pad
     token and ``model.config.pad_token_id`` matches it; padding side is left to callers.
+    `safetensors_only`: refuse a directory whose weights are not safetensors (unift's own
+    checkpoints always are; a `.bin` there would be a pickle).
+
+    No model's own Python code is ever run (``trust_remote_code=False`` on every load): a model
+    that needs it (``auto_map`` to classes transformers lacks) is a one-line `UserError`.
     """
     resolved = resolve_model_name(name)
     if resolved == EMBEDDED:
         model, tokenizer = _load_dir(embedded_model_dir(), dtype)
     elif resolved == TINY:
-        tokenizer = _load_tokenizer(embedded_tokenizer_dir())
+        tokenizer = load_tokenizer(embedded_tokenizer_dir())
         model = build_tiny_model(tokenizer, seed=seed).to(dtype)
     else:
-        model, tokenizer = _load_named(resolved, dtype)
+        model, tokenizer = _load_named(resolved, dtype, safetensors_only)
     _ensure_pad(model, tokenizer)
     return model, tokenizer
 
 
-def _load_named(name: str, dtype: torch.dtype):
+def _load_named(name: str, dtype: torch.dtype, safetensors_only: bool = False):
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
             path = path / "model"  # a unift checkpoint directory
         if not (path / "config.json").is_file():
             raise UserError(f"model directory {path} has no config.json (not a Hugging Face model directory)")
-        return _load_dir(path, dtype)
+        return _load_dir(path, dtype, safetensors_only)
     if path.exists():
         raise UserError(f"model path {path} is a file, not a Hugging Face model directory")
     looks_like_path = (name.startswith((".", "/", "~")) or "\\" in name or name.endswith(os.sep)
@@ -127,21 +132,41 @@ def _load_named(name: str, dtype: torch.dtype):
     return _load_hub(name, dtype)
 
 
-def _load_dir(path: Path, dtype: torch.dtype):
+def _load_dir(path: Path, dtype: torch.dtype, safetensors_only: bool = False):
     from transformers import AutoModelForCausalLM
 
+    only = {"use_safetensors": True} if safetensors_only else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(path), **dtype_kwargs(dtype))
-        tokenizer = _load_tokenizer(path)
+        with custom_code_is_user_error(path):
+            model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=False, **only,
+                                                         **dtype_kwargs(dtype))
+            tokenizer = load_tokenizer(path)
+    except UserError:
+        raise
     except Exception as exc:  # damaged weights, a config of an unknown architecture, ...
         raise UserError(f"cannot load the model in {path}: {_one_line(exc)}") from None
     return model, tokenizer
 
 
-def _load_tokenizer(path: Path):
+def load_tokenizer(path: Path):
+    """The tokenizer in a local directory, never with code of its own."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    with custom_code_is_user_error(path):
+        return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+
+
+@contextlib.contextmanager
+def custom_code_is_user_error(where) -> Iterator[None]:
+    """transformers' refusal to load a model or tokenizer that needs its own code (we pass
+    ``trust_remote_code=False``) as a one-line `UserError` that does not suggest the flag."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise UserError(f"model {where} needs Python code of its own (auto_map in its config): unift never runs "
+                        f"code that comes with a model; use a model whose architecture transformers has built in") from None
 
 
 def _load_hub(name: str, dtype: torch.dtype):
@@ -150,10 +175,13 @@ def _load_hub(name: str, dtype: torch.dtype):
 
     unknown = (f"model '{name}' is not a local directory, a built-in name ({EMBEDDED}, {TINY}) "
                f"or a model in the Hugging Face cache")
-    kwargs = dtype_kwargs(dtype)
+    kwargs = {"trust_remote_code": False, **dtype_kwargs(dtype)}
     try:
-        return (AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs),
-                AutoTokenizer.from_pretrained(name, local_files_only=True))
+        with custom_code_is_user_error(name):
+            return (AutoModelForCausalLM.from_pretrained(name, local_files_only=True, **kwargs),
+                    AutoTokenizer.from_pretrained(name, local_files_only=True, trust_remote_code=False))
+    except UserError:
+        raise
     except Exception:  # noqa: BLE001 - not (fully) cached: try the hub below
         pass
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
@@ -167,7 +195,11 @@ def _load_hub(name: str, dtype: torch.dtype):
         raise UserError(f"{unknown}; the Hugging Face hub did not provide it either "
                         f"({type(exc).__name__}: {_one_line(exc)})") from None
     try:
-        return AutoModelForCausalLM.from_pretrained(name, **kwargs), AutoTokenizer.from_pretrained(name)
+        with custom_code_is_user_error(name):
+            return (AutoModelForCausalLM.from_pretrained(name, **kwargs),
+                    AutoTokenizer.from_pretrained(name, trust_remote_code=False))
+    except UserError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"cannot load model '{name}' from the Hugging Face hub: {_one_line(exc)}") from None
 
@@ -406,7 +438,7 @@ def _source(gguf: Path) -> dict:
 def _build_tokenizer_dir(gguf: Path, directory: Path) -> None:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
     if tokenizer.eos_token != _EMBEDDED_EOS:
         raise RuntimeError(f"embedded tokenizer: eos is {tokenizer.eos_token!r}, expected {_EMBEDDED_EOS!r}")
     if not tokenizer.chat_template:
@@ -416,7 +448,7 @@ def _build_tokenizer_dir(gguf: Path, directory: Path) -> None:
     tokenizer.model_max_length = _EMBEDDED_MAX_LENGTH
     tokenizer.save_pretrained(str(directory))
     _portable_tokenizer_config(directory / "tokenizer_config.json")
-    reloaded = AutoTokenizer.from_pretrained(str(directory))
+    reloaded = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     _check_same_tokenizer(tokenizer, reloaded)
 
 
@@ -438,11 +470,11 @@ def _build_model_dir(gguf: Path, tokenizer_dir: Path, directory: Path) -> None:
 
     print(f"unift: converting the embedded model {gguf.name} to {directory.parent / EMBEDDED_DIR_NAME} "
           f"(once, about a minute)", file=sys.stderr, flush=True)
-    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = AutoConfig.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.architectures = ["LlamaForCausalLM"]
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     # The plain loader: from_pretrained(gguf_file=...) needs `accelerate` and flags the model
     # as quantised, so that it cannot be saved.
     tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
@@ -453,7 +485,7 @@ def _build_model_dir(gguf: Path, tokenizer_dir: Path, directory: Path) -> None:
     model.tie_weights()
     model.eval()
 
-    tokenizer = _load_tokenizer(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
                                                eos_token_id=tokenizer.eos_token_id,
@@ -461,7 +493,8 @@ def _build_model_dir(gguf: Path, tokenizer_dir: Path, directory: Path) -> None:
     _write_hf_dir(model, tokenizer, directory)
 
     # The saved directory must give exactly the converted model back.
-    reloaded = AutoModelForCausalLM.from_pretrained(str(directory), **dtype_kwargs(torch.float32))
+    reloaded = AutoModelForCausalLM.from_pretrained(str(directory), trust_remote_code=False,
+                                                    **dtype_kwargs(torch.float32))
     ids = torch.tensor([tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+3?"}],
                                                       add_generation_prompt=True, tokenize=True,
                                                       return_dict=False)])

@@ -81,8 +81,8 @@ class VLLMEngine:
         # the architecture, tokenizer and starting weights (a LoRA policy merged into a plain model,
         # an FSDP2 policy gathered into one: every rank calls this)
         save_model(plain_copy(model) if is_lora(model) or is_sharded(model) else model, tokenizer, source)
-        self.llm = LLM(model=str(source), tokenizer=str(source), dtype="bfloat16", enforce_eager=True,
-                       seed=seed, max_model_len=max_model_len, enable_prefix_caching=True,
+        self.llm = LLM(model=str(source), tokenizer=str(source), trust_remote_code=False, dtype="bfloat16",
+                       enforce_eager=True, seed=seed, max_model_len=max_model_len, enable_prefix_caching=True,
                        logprobs_mode="processed_logprobs")
 
     def _worker(self):

@@ -16,7 +16,7 @@ def test_every_file_is_fsynced_before_the_rename_and_the_rename_after(tiny, tmp_
 
     tmp = next(p for p in synced[0].parents if p.name.startswith(".tmp-step-000001-"))
     written = {p.relative_to(final) for p in final.rglob("*")}
-    assert {"model", "model/model.safetensors", "optimizer.pt", "rng.pt", "manifest.json"} <= {str(p) for p in written}
+    assert {"model", "model/model.safetensors", "optimizer.safetensors", "rng.safetensors", "manifest.json"} <= {str(p) for p in written}
     assert {p.relative_to(tmp) for p in synced[:-2]} == written  # every file and directory, in the temp dir
     assert synced[-2:] == [tmp, tmp_path / "checkpoints"]  # then the directory itself, then the rename
     order = {p: i for i, p in enumerate(synced)}

@@ -5,10 +5,20 @@ Layout: OUTPUT_DIR/checkpoints/step-000050/
                       (FSDP2 runs: sharded/ and hf/ instead, and scheduler.pt holds the scheduler;
                       see unift.train.sharding and `unift consolidate`)
     model/adapter/    LoRA runs: the adapter alone (model/ is then the merged model); resume reads it
-    optimizer.pt      optimizer and scheduler state
-    trainer_state.json  step, data position, RNG states (python, numpy, torch)
+    optimizer.safetensors  optimizer and scheduler state (FSDP2: the optimizer's param_groups and
+                      the scheduler; its moments are in sharded/)
+    rng.safetensors   RNG states (python, numpy, torch, cuda)
+    trainer_state.json  step, data position, per-prompt hint state
     config.yaml       the resolved run config
     manifest.json     size and sha256 of every file above
+
+Nothing read back on resume can run code: weights and adapters are safetensors (a `.bin` is not
+looked at), optimizer / scheduler / RNG state is safetensors plus a JSON header
+(unift.train.plain_state: no pickle), the rest is JSON, and a sharded checkpoint's DCP files go
+through a reader that builds nothing but DCP's metadata and tensors (unift.train.dcp_io). A
+file that does not load under these rules is refused with a one-line `UserError` naming it.
+Checkpoints of unift 0.1 (`optimizer.pt`, `rng.pt`, `scheduler.pt`: pickles) are refused with a
+line pointing at `unift convert-checkpoint` (unift.train.convert), which rewrites them.
 
 A checkpoint is built in a temporary directory next to its final place and renamed into
 place only when complete, so a crash never leaves a half-written `step-*` directory. On load
@@ -34,9 +44,15 @@ import numpy as np
 import torch
 
 from unift.disk import disk_full_is_user_error, require_space, state_bytes
+from unift.errors import UserError, one_line
 from unift.train.faults import kill_point
+from unift.train.plain_state import StateFileError, load_state, save_state
 
 MANIFEST = "manifest.json"
+OPTIMIZER = "optimizer.safetensors"
+RNG = "rng.safetensors"
+TRAINER_STATE = "trainer_state.json"
+LEGACY_FILES = ("optimizer.pt", "rng.pt", "scheduler.pt")  # unift 0.1: pickles, never loaded
 
 
 def _sha256(path: Path) -> str:
@@ -61,25 +77,29 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_manifest(directory: Path) -> None:
-    files = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
-    (directory / MANIFEST).write_text(json.dumps(files, indent=1))
+def manifest(directory: Path, skip: frozenset[str] = frozenset()) -> str:
+    """manifest.json's text: size and sha256 of every file under `directory` but itself and `skip`."""
+    files = {name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(directory.rglob("*"))
+             if p.is_file() and p.name != MANIFEST and (name := str(p.relative_to(directory))) not in skip}
+    return json.dumps(files, indent=1)
 
 
 def verify(directory: Path) -> bool:
-    """True when every file listed in the manifest is present with its size and checksum."""
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
+    """True when every file listed in the manifest is present with its size and checksum
+    (a manifest that is not a {relative path: {size, sha256}} map inside `directory` fails)."""
+    path = directory / MANIFEST
+    if not path.is_file():
         return False
     try:
-        files = json.loads(manifest.read_text())
-    except json.JSONDecodeError:
+        files = json.loads(path.read_text())
+        for name, meta in files.items():
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                return False
+            path = directory / name
+            if not path.is_file() or path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
+                return False
+    except (ValueError, AttributeError, KeyError, TypeError, OSError):  # not JSON, not that shape
         return False
-    for name, meta in files.items():
-        path = directory / name
-        if not path.is_file() or path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
-            return False
     return True
 
 
@@ -93,8 +113,7 @@ def save_checkpoint(output_dir: Path, step: int, model, tokenizer, optimizer, sc
         with disk_full_is_user_error(root, f"checkpoint step {step}"):
             save_model(model, tokenizer, tmp / "model")
             kill_point("checkpoint_write", step)  # test hook (unift.train.faults); a no-op otherwise
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                       tmp / "optimizer.pt")
+            save_state({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER)
             return _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -114,11 +133,11 @@ def save_sharded_checkpoint(output_dir: Path, step: int, model, tokenizer, optim
     root, tmp = _start(output_dir, step) if world.is_main else (None, None)
     tmp = Path(world.gather([str(tmp)])[0])  # rank 0's temporary directory, on every rank
     with disk_full_is_user_error(tmp.parent, f"checkpoint step {step}"):
-        save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
+        param_groups = save_sharded(model, optimizer, tmp, tokenizer, world.is_main)
         kill_point("checkpoint_write", step)
         world.barrier()  # every shard is written
         if world.is_main:
-            torch.save({"scheduler": scheduler.state_dict()}, tmp / "scheduler.pt")
+            save_state({"param_groups": param_groups, "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER)
             _complete(root, tmp, step, trainer_state, config_yaml, keep_last)
     return output_dir / "checkpoints" / f"step-{step:06d}"
 
@@ -142,10 +161,10 @@ def _start(output_dir: Path, step: int) -> tuple[Path, Path]:
 def _complete(root: Path, tmp: Path, step: int, trainer_state: dict[str, Any], config_yaml: str,
               keep_last: int) -> Path:
     """Add RNG, trainer state, config and manifest; rename into place; prune old checkpoints."""
-    torch.save({"rng": rng_state()}, tmp / "rng.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=1))
+    save_state(rng_state(), tmp / RNG)
+    (tmp / TRAINER_STATE).write_text(json.dumps(trainer_state, indent=1))
     (tmp / "config.yaml").write_text(config_yaml)
-    _write_manifest(tmp)
+    (tmp / MANIFEST).write_text(manifest(tmp))
     _fsync_tree(tmp)  # on disk before the name says it is complete
     final = root / f"step-{step:06d}"
     if final.exists():  # same step saved again (e.g. end of a resumed run)
@@ -198,24 +217,68 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 def load_checkpoint(checkpoint: Path, model, optimizer, scheduler) -> dict[str, Any]:
     """Restore weights (the adapter alone under LoRA; every rank's shards under FSDP2), optimizer,
-    scheduler and RNG; return the trainer state (step, data position)."""
-    from unift.errors import UserError
+    scheduler and RNG; return the trainer state (step, data position).
+
+    Every file is read as data only (see the module docstring); one that does not load, or does
+    not fit this run, is a one-line `UserError` naming it."""
     from unift.lora import restore_weights
     from unift.train.sharding import SHARDED_DIR, is_sharded, load_sharded
 
+    legacy = [name for name in LEGACY_FILES if (checkpoint / name).exists()]
+    if legacy and not (checkpoint / OPTIMIZER).is_file():
+        raise UserError(f"checkpoint {checkpoint} is in unift 0.1's format ({', '.join(legacy)}: pickles, which can "
+                        f"carry code, so they are not loaded); if you trust where it came from, rewrite it with "
+                        f"`unift convert-checkpoint {checkpoint}`, then resume")
     written_sharded = (checkpoint / SHARDED_DIR).is_dir()
     if written_sharded != is_sharded(model):
         how = "sharded (parallel.strategy=fsdp2 under torchrun)" if written_sharded else \
             "whole (one process, or parallel.strategy=ddp)"
         raise UserError(f"checkpoint {checkpoint} was written {how}: resume it the same way "
                         f"(a sharded one can be turned into a model with `unift consolidate`)")
+    saved = read_state(checkpoint / OPTIMIZER)
+    if not isinstance(saved, dict):
+        raise _unfit(checkpoint / OPTIMIZER, "not a map of optimizer and scheduler state")
     if written_sharded:
-        load_sharded(model, optimizer, checkpoint)
-        state = torch.load(checkpoint / "scheduler.pt", map_location="cpu")
+        load_sharded(model, optimizer, checkpoint, saved.get("param_groups"))
     else:
         restore_weights(model, checkpoint / "model")
-        state = torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(torch.load(checkpoint / "rng.pt", map_location="cpu", weights_only=False)["rng"])
-    return json.loads((checkpoint / "trainer_state.json").read_text())
+        _restore(checkpoint / OPTIMIZER, "optimizer", lambda: optimizer.load_state_dict(saved["optimizer"]))
+    _restore(checkpoint / OPTIMIZER, "scheduler", lambda: scheduler.load_state_dict(saved["scheduler"]))
+    rng = read_state(checkpoint / RNG)
+    _restore(checkpoint / RNG, "RNG", lambda: set_rng_state(rng))
+    return read_trainer_state(checkpoint / TRAINER_STATE)
+
+
+def read_state(path: Path) -> Any:
+    """A plain state file of a checkpoint, or a one-line `UserError` naming it."""
+    try:
+        return load_state(path)
+    except StateFileError as exc:
+        raise UserError(f"checkpoint file {path} is refused: it is not a unift state file ({exc}); "
+                        f"resume from another checkpoint or start afresh") from None
+
+
+def read_trainer_state(path: Path) -> dict[str, Any]:
+    """trainer_state.json: a JSON object with an integer `step` and a `cursor` object."""
+    try:
+        state = json.loads(path.read_text())
+        ok = (isinstance(state, dict) and isinstance(state.get("step"), int) and state["step"] >= 0
+              and isinstance(state.get("cursor"), dict)
+              and all(isinstance(v, int) for v in state["cursor"].values()))
+    except (OSError, ValueError) as exc:
+        raise _unfit(path, f"not readable JSON: {one_line(exc)}") from None
+    if not ok:
+        raise _unfit(path, "not a trainer state (step, cursor)")
+    return state
+
+
+def _restore(path: Path, what: str, load) -> None:
+    try:
+        load()
+    except Exception as exc:  # noqa: BLE001 - data that parsed but does not fit this run
+        raise _unfit(path, f"its {what} state does not fit this run ({type(exc).__name__}: {one_line(exc)})") from None
+
+
+def _unfit(path: Path, why: str) -> UserError:
+    return UserError(f"checkpoint file {path} is refused: {why}; resume with the config that wrote it, "
+                     f"from another checkpoint, or start afresh")

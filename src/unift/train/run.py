@@ -60,7 +60,11 @@ class Run:
             ckpt.remove_leftovers(self.output_dir)
         if resume_from is not None:
             state = ckpt.load_checkpoint(resume_from, self.model, self.optimizer, self.scheduler)
-            step, cursor = state["step"], Cursor(**state["cursor"])
+            try:
+                step, cursor = state["step"], Cursor(**state["cursor"])
+            except TypeError:  # keys of another Cursor
+                raise UserError(f"checkpoint {resume_from}: its trainer_state.json cursor "
+                                f"{state['cursor']} is not a data position; resume another checkpoint") from None
             self.bad_steps = int(state.get("bad_steps", 0))
             self.last_checkpoint, self.saved_step = resume_from, step
             if self.world.is_main:

@@ -95,7 +95,7 @@ def plain_model(config, state: dict[str, torch.Tensor], device: torch.device):
 
     dtype = next(iter(state.values())).dtype
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(dtype))
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, **dtype_kwargs(dtype))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
@@ -139,50 +139,75 @@ def idle_pass(model, device, amp, backward: bool, reference=None) -> None:
 
 # ----------------------------------------------------------------------------- checkpoints
 
-def save_sharded(model, optimizer, directory: Path, tokenizer, is_main: bool) -> None:
+def save_sharded(model, optimizer, directory: Path, tokenizer, is_main: bool) -> list[dict]:
     """Every rank writes its shards of model and optimizer to directory/sharded (DCP); rank 0
-    adds the config and tokenizer (directory/hf) that `consolidate` needs."""
+    adds the config and tokenizer (directory/hf) that `consolidate` needs.
+
+    Only tensors go into DCP (non-tensor DCP entries are pickles, see unift.train.dcp_io): the
+    optimizer's param_groups are returned for the caller to store as plain state."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     model_state, optim_state = get_state_dict(model, optimizer)
-    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=str(directory / SHARDED_DIR))
+    dcp.save({"model": model_state, "optimizer": {"state": optim_state["state"]}},
+             checkpoint_id=str(directory / SHARDED_DIR))
     if is_main:
         model.config.save_pretrained(directory / HF_DIR)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(directory / HF_DIR)
         tokenizer.save_pretrained(directory / HF_DIR)
+    return optim_state["param_groups"]
 
 
-def load_sharded(model, optimizer, directory: Path) -> None:
-    """Every rank reads its shards of model and optimizer back (same world size as written)."""
-    import torch.distributed.checkpoint as dcp
+def load_sharded(model, optimizer, directory: Path, param_groups: list[dict]) -> None:
+    """Every rank reads its shards of model and optimizer back (same world size as written);
+    `param_groups` are the ones `save_sharded` returned (read back from the plain state file)."""
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
+    from unift.errors import UserError
+    from unift.train.dcp_io import DCPRefused, load_tensors
+
     model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(directory / SHARDED_DIR))
-    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    state = {"model": model_state, "optimizer": {"state": optim_state["state"]}}
+    try:
+        load_tensors(state, directory / SHARDED_DIR)
+    except DCPRefused as exc:
+        raise UserError(f"sharded checkpoint {directory / SHARDED_DIR} is refused: {exc}; "
+                        f"resume from another checkpoint or start afresh") from None
+    groups = optim_state["param_groups"]
+    if (not isinstance(param_groups, list) or len(param_groups) != len(groups)
+            or any(not isinstance(g, dict) or g.get("params") != c["params"] for g, c in zip(param_groups, groups))):
+        raise UserError(f"checkpoint {directory}: its optimizer parameter groups do not match this model; "
+                        f"resume with the same model and config")
+    for current, saved in zip(groups, param_groups):
+        current.update(saved)
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict={"state": state["optimizer"]["state"], "param_groups": groups})
 
 
 def consolidate(checkpoint: Path, out_dir: Path) -> Path:
     """A sharded checkpoint as a plain Hugging Face directory (one process, no torchrun needed)."""
-    import torch.distributed.checkpoint as dcp
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     from unift.errors import UserError
-    from unift.models import dtype_kwargs, require_new_dir, save_model
+    from unift.models import custom_code_is_user_error, dtype_kwargs, load_tokenizer, require_new_dir, save_model
+    from unift.train.dcp_io import DCPRefused, load_tensors
 
     if not (checkpoint / SHARDED_DIR / ".metadata").is_file() or not (checkpoint / HF_DIR / "config.json").is_file():
         raise UserError(f"{checkpoint} is not a sharded checkpoint (no {SHARDED_DIR}/.metadata and {HF_DIR}/config.json); "
                         f"give a checkpoints/step-N directory of a parallel.strategy=fsdp2 run")
     require_new_dir(out_dir)
-    config = AutoConfig.from_pretrained(checkpoint / HF_DIR)
-    model = AutoModelForCausalLM.from_config(config, **dtype_kwargs(torch.float32))
+    with custom_code_is_user_error(checkpoint / HF_DIR):
+        config = AutoConfig.from_pretrained(checkpoint / HF_DIR, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, **dtype_kwargs(torch.float32))
     state = {"model": model.state_dict()}  # DCP reads just these keys (the optimizer shards stay on disk)
-    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(state, checkpoint_id=str(checkpoint / SHARDED_DIR), no_dist=True)
+    try:
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            load_tensors(state, checkpoint / SHARDED_DIR, no_dist=True)
+    except DCPRefused as exc:
+        raise UserError(f"sharded checkpoint {checkpoint / SHARDED_DIR} is refused: {exc}; "
+                        f"consolidate another checkpoint") from None
     model.load_state_dict(state["model"])
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint / HF_DIR)
+    tokenizer = load_tokenizer(checkpoint / HF_DIR)
     return save_model(model.eval(), tokenizer, out_dir)

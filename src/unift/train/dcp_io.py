@@ -1,0 +1,118 @@
+"""Reading a torch.distributed.checkpoint (DCP) directory without running code it carries.
+
+A sharded checkpoint's `sharded/` directory is DCP's format: `.metadata` is a pickle of DCP's
+metadata classes, and each `__R_0.distcp` file holds tensors (each a small `torch.save` blob) and
+"bytes" entries for non-tensor values. Stock DCP loading unpickles `.metadata` with `pickle.load`
+and every bytes entry with `torch.load(weights_only=False)`: both run whatever the file names.
+unift therefore
+- writes only tensors into DCP (the optimizer's param_groups and the scheduler go to a plain
+  state file, unift.train.plain_state), so there is no bytes entry worth reading;
+- reads `.metadata` with an unpickler that can build DCP's metadata dataclasses, torch.Size,
+  torch dtypes and layouts, and paths, and nothing else (`_MetadataUnpickler`), and checks that
+  every data file it names is a plain file name inside the directory;
+- refuses any bytes entry (`_TensorsOnlyPlanner.load_bytes`);
+- leaves the tensor blobs to DCP, which reads them with `torch.load(weights_only=True)`: only
+  tensors and plain containers (hence torch >= 2.6 in pyproject, where that loader is hardened).
+Anything that does not load under these rules is a `DCPRefused` with one line saying why.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path, PurePath
+from typing import Any
+
+import torch
+
+from unift.errors import one_line as _one_line
+
+# the classes DCP's .metadata pickle names (torch 2.6 - 2.13), by module
+_METADATA_CLASSES = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "MetadataIndex", "StorageMeta", "TensorProperties", "TensorStorageMetadata",
+        "BytesStorageMetadata", "ChunkStorageMetadata", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "pathlib": {"PosixPath", "WindowsPath", "PurePosixPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+class DCPRefused(Exception):
+    """A DCP directory that does not load as metadata and tensors alone."""
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _METADATA_CLASSES.get(module, ()):
+            return super().find_class(module, name)
+        if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
+            return getattr(torch, name)
+        raise DCPRefused(f"its .metadata names {module}.{name}, which DCP metadata never holds")
+
+
+def read_metadata(directory: Path):
+    """DCP's Metadata of `directory`, unpickled with the allow-list above; data files checked."""
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    path = directory / ".metadata"
+    try:
+        with path.open("rb") as fh:
+            metadata = _MetadataUnpickler(fh).load()
+    except DCPRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated or garbage pickles raise all sorts
+        raise DCPRefused(f"its .metadata does not load ({type(exc).__name__}: {_one_line(exc)})") from None
+    if not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, "storage_data", None), dict):
+        raise DCPRefused("its .metadata is not DCP metadata")
+    for info in metadata.storage_data.values():
+        name = getattr(info, "relative_path", None)
+        if not isinstance(name, str) or PurePath(name).name != name or name in ("", ".", ".."):
+            raise DCPRefused(f"its .metadata points at {name!r}, not a file of the directory")
+    return metadata
+
+
+def safe_reader(directory: Path):
+    """DCP's FileSystemReader, reading .metadata through `read_metadata`."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args, **kwargs):
+            metadata = read_metadata(directory)
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(str(directory))
+
+
+def _planner():
+    from torch.distributed.checkpoint import DefaultLoadPlanner
+
+    class TensorsOnlyPlanner(DefaultLoadPlanner):
+        def load_bytes(self, read_item, value) -> None:
+            raise DCPRefused(f"its entry {read_item.dest_index.fqn} is not a tensor "
+                             f"(non-tensor entries are pickles and are not read)")
+
+    return TensorsOnlyPlanner()
+
+
+def load_tensors(state: dict[str, Any], directory: Path, no_dist: bool = False) -> None:
+    """Fill the tensors of `state` (nested dicts of tensors / DTensors) in place from `directory`."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        dcp.load(state, storage_reader=safe_reader(directory), planner=_planner(), no_dist=no_dist)
+    except DCPRefused:
+        raise
+    except CheckpointException as exc:  # some rank failed; DCP wraps its error with the traceback
+        causes = [err for err, _ in exc.failures.values()] or [exc]
+        refused = next((c for c in causes if isinstance(c, DCPRefused)), None)
+        if refused is not None:
+            raise refused from None
+        raise DCPRefused(f"its tensors do not load ({type(causes[0]).__name__}: {_one_line(causes[0])})") from None
+    except Exception as exc:  # noqa: BLE001 - e.g. the weights-only loader's UnpicklingError
+        raise DCPRefused(f"its tensors do not load ({type(exc).__name__}: {_one_line(exc)})") from None
