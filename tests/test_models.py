@@ -83,6 +83,60 @@ def test_broken_model_directory_is_user_error(tmp_path):
     one_line_error(excinfo)
 
 
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_model_that_needs_its_own_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran-code"
+    model_dir = tmp_path / "custom"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(json.dumps({
+        "model_type": "unift-test-custom",
+        "auto_map": {"AutoConfig": "configuration_custom.CustomConfig",
+                     "AutoModelForCausalLM": "modeling_custom.CustomModel"}}))
+    for name in ("configuration_custom.py", "modeling_custom.py"):
+        (model_dir / name).write_text(f"open({str(marker)!r}, 'w').close()\n")
+    with pytest.raises(UserError, match="needs Python code of its own") as excinfo:
+        load_model(str(model_dir))
+    one_line_error(excinfo)
+    assert not marker.exists()
+
+
+def test_a_tokenizer_with_code_of_its_own_is_loaded_without_it(tmp_path, tiny_dir):
+    """auto_map in tokenizer_config.json: transformers' built-in class is used, the file never runs."""
+    marker = tmp_path / "ran-code"
+    (tiny_dir / "custom_tokenizer.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((tiny_dir / "tokenizer_config.json").read_text())
+    config["auto_map"] = {"AutoTokenizer": ["custom_tokenizer.CustomTokenizer", None]}
+    (tiny_dir / "tokenizer_config.json").write_text(json.dumps(config))
+    _, tokenizer = load_model(str(tiny_dir))
+    assert type(tokenizer).__module__.startswith("transformers.") and not marker.exists()
+
+
+def test_pickled_weights_are_never_unpickled(tmp_path, tiny_dir):
+    """A directory whose weights are a pickle (pytorch_model.bin) with a payload: refused by
+    transformers' weights-only loader, and not looked at when safetensors are required."""
+    marker = tmp_path / "ran-code"
+    (tiny_dir / "model.safetensors").unlink()
+    torch.save({"model.norm.weight": _Payload(marker)}, tiny_dir / "pytorch_model.bin")
+    for kwargs in ({"safetensors_only": True}, {}):
+        with pytest.raises(UserError, match="cannot load the model") as excinfo:
+            load_model(str(tiny_dir), **kwargs)
+        one_line_error(excinfo)
+        assert not marker.exists()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    model, tokenizer = load_model("tiny", seed=0)
+    return save_model(model, tokenizer, tmp_path / "tiny")
+
+
 def test_missing_package_is_user_error(monkeypatch, tmp_path):
     monkeypatch.setenv("UNIFT_CACHE", str(tmp_path))
     monkeypatch.setattr(models, "_find_spec", lambda name: None)

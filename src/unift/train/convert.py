@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,9 @@ def _legacy_param_groups(sharded: Path) -> list[dict]:
                 torch.load(value, map_location="cpu", weights_only=True)
 
     try:
-        dcp.load(request, storage_reader=safe_reader(sharded), planner=WeightsOnlyBytes(), no_dist=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(request, storage_reader=safe_reader(sharded, metadata), planner=WeightsOnlyBytes(), no_dist=True)
     except BaseException as exc:  # noqa: BLE001 - DCP wraps a rank's error in a BaseException
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise

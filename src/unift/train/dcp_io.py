@@ -19,6 +19,7 @@ Anything that does not load under these rules is a `DCPRefused` with one line sa
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -72,18 +73,19 @@ def read_metadata(directory: Path):
     return metadata
 
 
-def safe_reader(directory: Path):
-    """DCP's FileSystemReader, reading .metadata through `read_metadata`."""
+def safe_reader(directory: Path, metadata=None):
+    """DCP's FileSystemReader, taking its metadata from `read_metadata` (or the one given)."""
     from torch.distributed.checkpoint import FileSystemReader
     from torch.distributed.checkpoint.metadata import StorageMeta
 
+    checked = metadata if metadata is not None else read_metadata(directory)  # refused here, not inside DCP
+
     class SafeReader(FileSystemReader):
         def read_metadata(self, *args, **kwargs):
-            metadata = read_metadata(directory)
-            if getattr(metadata, "storage_meta", None) is None:
-                metadata.storage_meta = StorageMeta()
-            metadata.storage_meta.load_id = self.load_id
-            return metadata
+            if getattr(checked, "storage_meta", None) is None:
+                checked.storage_meta = StorageMeta()
+            checked.storage_meta.load_id = self.load_id
+            return checked
 
     return SafeReader(str(directory))
 
@@ -105,7 +107,9 @@ def load_tensors(state: dict[str, Any], directory: Path, no_dist: bool = False) 
     from torch.distributed.checkpoint.api import CheckpointException
 
     try:
-        dcp.load(state, storage_reader=safe_reader(directory), planner=_planner(), no_dist=no_dist)
+        with warnings.catch_warnings():  # no_dist: "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, storage_reader=safe_reader(directory), planner=_planner(), no_dist=no_dist)
     except DCPRefused:
         raise
     except CheckpointException as exc:  # some rank failed; DCP wraps its error with the traceback
@@ -113,6 +117,13 @@ def load_tensors(state: dict[str, Any], directory: Path, no_dist: bool = False) 
         refused = next((c for c in causes if isinstance(c, DCPRefused)), None)
         if refused is not None:
             raise refused from None
-        raise DCPRefused(f"its tensors do not load ({type(causes[0]).__name__}: {_one_line(causes[0])})") from None
+        raise _not_tensors(causes[0]) from None
     except Exception as exc:  # noqa: BLE001 - e.g. the weights-only loader's UnpicklingError
-        raise DCPRefused(f"its tensors do not load ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise _not_tensors(exc) from None
+
+
+def _not_tensors(exc: BaseException) -> DCPRefused:
+    if isinstance(exc, pickle.UnpicklingError):  # torch's weights-only loader met more than a tensor
+        return DCPRefused("a tensor entry of its .distcp files is not a plain tensor "
+                          "(PyTorch's weights-only loader refused it)")
+    return DCPRefused(f"its tensors do not load ({type(exc).__name__}: {_one_line(exc)})")

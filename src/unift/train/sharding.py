@@ -202,9 +202,7 @@ def consolidate(checkpoint: Path, out_dir: Path) -> Path:
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, **dtype_kwargs(torch.float32))
     state = {"model": model.state_dict()}  # DCP reads just these keys (the optimizer shards stay on disk)
     try:
-        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
-            warnings.simplefilter("ignore", UserWarning)
-            load_tensors(state, checkpoint / SHARDED_DIR, no_dist=True)
+        load_tensors(state, checkpoint / SHARDED_DIR, no_dist=True)
     except DCPRefused as exc:
         raise UserError(f"sharded checkpoint {checkpoint / SHARDED_DIR} is refused: {exc}; "
                         f"consolidate another checkpoint") from None
