@@ -39,3 +39,22 @@ def pytest_sessionstart(session):
 
     if os.environ.get("CI") == "true" and not SHARED_DATA.is_dir():
         raise pytest.UsageError(f"CI=true but the official UFT data is missing at {SHARED_DATA}")
+
+
+class Payload:
+    """Unpickling this runs `touch MARKER`: a stand-in for a hostile pickle (the shell command
+    of the attack, made harmless). Pickling it stores only the call, so saving runs nothing."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture
+def payload(tmp_path) -> Payload:
+    """A hostile object; `payload.marker` exists only if something unpickled it."""
+    return Payload(tmp_path / "ran-code")

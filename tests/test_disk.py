@@ -66,9 +66,11 @@ def test_a_disk_filling_up_mid_checkpoint_leaves_nothing_half_written(tiny, tmp_
     def full_disk(obj, path, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(torch, "save", full_disk)  # the optimizer file, after the model was written
+    from unift.train import checkpoint
+
+    monkeypatch.setattr(checkpoint, "save_state", full_disk)  # the optimizer file, after the model was written
     with pytest.raises(UserError, match="disk filled up while writing checkpoint step 1"):
         _checkpoint(tiny, tmp_path)
     assert list((tmp_path / "checkpoints").iterdir()) == []
     monkeypatch.undo()
-    assert (_checkpoint(tiny, tmp_path) / "optimizer.pt").is_file()  # with room again, it is written
+    assert (_checkpoint(tiny, tmp_path) / "optimizer.safetensors").is_file()  # with room again, it is written

@@ -83,14 +83,6 @@ def test_broken_model_directory_is_user_error(tmp_path):
     one_line_error(excinfo)
 
 
-class _Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def test_a_model_that_needs_its_own_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran-code"
     model_dir = tmp_path / "custom"
@@ -118,12 +110,12 @@ def test_a_tokenizer_with_code_of_its_own_is_loaded_without_it(tmp_path, tiny_di
     assert type(tokenizer).__module__.startswith("transformers.") and not marker.exists()
 
 
-def test_pickled_weights_are_never_unpickled(tmp_path, tiny_dir):
+def test_pickled_weights_are_never_unpickled(tiny_dir, payload):
     """A directory whose weights are a pickle (pytorch_model.bin) with a payload: refused by
     transformers' weights-only loader, and not looked at when safetensors are required."""
-    marker = tmp_path / "ran-code"
+    marker = payload.marker
     (tiny_dir / "model.safetensors").unlink()
-    torch.save({"model.norm.weight": _Payload(marker)}, tiny_dir / "pytorch_model.bin")
+    torch.save({"model.norm.weight": payload}, tiny_dir / "pytorch_model.bin")
     for kwargs in ({"safetensors_only": True}, {}):
         with pytest.raises(UserError, match="cannot load the model") as excinfo:
             load_model(str(tiny_dir), **kwargs)

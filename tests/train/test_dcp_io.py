@@ -27,14 +27,6 @@ from unift.train.dcp_io import DCPRefused, load_tensors, read_metadata
 from unift.train.plain_state import load_state
 
 
-class Payload:
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 def save_dcp(state: dict, directory: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -51,51 +43,51 @@ def sharded_checkpoint(tiny, root: Path, extra: dict | None = None, model_state:
     return checkpoint
 
 
-def consolidate(checkpoint: Path, out: Path, capsys=None) -> tuple[int, str]:
+def consolidate(checkpoint: Path, out: Path) -> tuple[int, str]:
     """`unift consolidate` as a user runs it: a process of its own, so every line it prints is seen."""
     result = subprocess.run([sys.executable, "-m", "unift", "consolidate", str(checkpoint), "--out", str(out)],
                             capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return result.returncode, result.stderr.strip()
 
 
-def test_consolidate_reads_a_clean_sharded_checkpoint(tiny, tmp_path, capsys):
+def test_consolidate_reads_a_clean_sharded_checkpoint(tiny, tmp_path):
     checkpoint = sharded_checkpoint(tiny, tmp_path)
-    code, err = consolidate(checkpoint, tmp_path / "out", capsys)
+    code, err = consolidate(checkpoint, tmp_path / "out")
     assert code == 0, err
     weights = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert torch.equal(weights["model.norm.weight"], tiny[0].state_dict()["model.norm.weight"])
 
 
-def test_a_metadata_pickle_with_a_payload_runs_no_code(tiny, tmp_path, capsys):
+def test_a_metadata_pickle_with_a_payload_runs_no_code(tiny, tmp_path, payload):
     checkpoint = sharded_checkpoint(tiny, tmp_path)
-    marker = tmp_path / "ran-code"
-    (checkpoint / "sharded" / ".metadata").write_bytes(pickle.dumps(Payload(marker)))
-    code, err = consolidate(checkpoint, tmp_path / "out", capsys)
+    marker = payload.marker
+    (checkpoint / "sharded" / ".metadata").write_bytes(pickle.dumps(payload))
+    code, err = consolidate(checkpoint, tmp_path / "out")
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "is refused" in err and "posix.system" in err and ".metadata" in err
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
-def test_a_payload_in_place_of_a_tensor_is_not_unpickled(tiny, tmp_path, capsys):
+def test_a_payload_in_place_of_a_tensor_is_not_unpickled(tiny, tmp_path, payload):
     """A DCP 'bytes' entry (a pickle) where the model has a tensor: refused, never unpickled."""
-    marker = tmp_path / "ran-code"
+    marker = payload.marker
     state = dict(tiny[0].state_dict())
-    state["model.norm.weight"] = Payload(marker)
+    state["model.norm.weight"] = payload
     checkpoint = sharded_checkpoint(tiny, tmp_path, model_state=state)
-    code, err = consolidate(checkpoint, tmp_path / "out", capsys)
+    code, err = consolidate(checkpoint, tmp_path / "out")
     assert code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert "model.model.norm.weight is not a tensor" in err
     assert not marker.exists()
 
 
-def test_a_tensor_file_with_a_payload_is_refused(tiny, tmp_path, capsys):
+def test_a_tensor_file_with_a_payload_is_refused(tiny, tmp_path, payload):
     checkpoint = sharded_checkpoint(tiny, tmp_path)
-    marker = tmp_path / "ran-code"
+    marker = payload.marker
     data = checkpoint / "sharded" / "__0_0.distcp"
     size = data.stat().st_size
-    blob = pickle.dumps(Payload(marker))
+    blob = pickle.dumps(payload)
     data.write_bytes(blob * (size // len(blob) + 1))  # every tensor slice starts inside a payload
-    code, err = consolidate(checkpoint, tmp_path / "out", capsys)
+    code, err = consolidate(checkpoint, tmp_path / "out")
     assert code == 2 and len(err.splitlines()) == 1 and "is refused" in err, err
     assert "not a plain tensor" in err
     assert not marker.exists()

@@ -1,8 +1,9 @@
 """A checkpoint from elsewhere cannot run code on resume, conversion or consolidation.
 
-Each test writes files whose unpickling would run a shell command that creates a marker file,
-re-signs the manifest (anyone who can write the files can write the manifest), and checks that
-unift refuses with one line, without a traceback, and that the marker never appears.
+Each test writes files whose unpickling would run a shell command that creates a marker file
+(conftest.Payload), re-signs the manifest (anyone who can write the files can write the
+manifest), and checks that unift refuses with one line, without a traceback, and that the
+marker never appears.
 """
 
 from __future__ import annotations
@@ -32,23 +33,14 @@ SFT = ["model=tiny", "method=sft", "train.precision=fp32", "train.warmup_ratio=0
        "checkpoint.every=1", "checkpoint.keep_last=5", "log.progress=false", "log.tensorboard=false", "seed=3"]
 
 
-class Payload:
-    """Unpickling this runs `touch MARKER` (what a hostile checkpoint would do, less harmless)."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
+def payload_bytes(payload) -> bytes:
+    """A plain pickle whose loading runs the payload (conftest.Payload)."""
+    return pickle.dumps({"optimizer": payload, "scheduler": payload, "rng": payload})
 
 
-def payload_bytes(marker: Path) -> bytes:
-    return pickle.dumps({"optimizer": Payload(marker), "scheduler": Payload(marker), "rng": Payload(marker)})
-
-
-def torch_payload(marker: Path, path: Path) -> None:
+def torch_payload(payload, path: Path) -> None:
     """A torch.save file (zip with data.pkl) carrying the payload, as the issue's attack used."""
-    torch.save({"optimizer": Payload(marker), "scheduler": Payload(marker), "rng": Payload(marker)}, path)
+    torch.save({"optimizer": payload, "scheduler": payload, "rng": payload}, path)
 
 
 def resign(directory: Path) -> None:
@@ -95,14 +87,15 @@ def to_legacy(checkpoint: Path) -> None:
     resign(checkpoint)
 
 
-def test_legacy_pickles_with_a_payload_are_refused_by_resume_and_by_convert(trained, tmp_path, countdown_jsonl):
+def test_legacy_pickles_with_a_payload_are_refused_by_resume_and_by_convert(trained, tmp_path, countdown_jsonl,
+                                                                            payload):
     out = copy_run(trained, tmp_path / "run")
-    marker = tmp_path / "ran-code"
+    marker = payload.marker
     for step in ("step-000001", "step-000002"):
         checkpoint = out / "checkpoints" / step
         to_legacy(checkpoint)
-        torch_payload(marker, checkpoint / "optimizer.pt")
-        torch_payload(marker, checkpoint / "rng.pt")
+        torch_payload(payload, checkpoint / "optimizer.pt")
+        torch_payload(payload, checkpoint / "rng.pt")
         resign(checkpoint)
 
     err = assert_one_line_refusal(cli(*resume_args(out, countdown_jsonl)), "unift 0.1's format", "convert-checkpoint")
@@ -117,26 +110,26 @@ def test_legacy_pickles_with_a_payload_are_refused_by_resume_and_by_convert(trai
     assert after == before  # a refused conversion leaves the checkpoint as it was
 
 
-def test_every_file_of_a_checkpoint_replaced_by_a_payload_is_refused(trained, tmp_path, countdown_jsonl):
+def test_every_file_of_a_checkpoint_replaced_by_a_payload_is_refused(trained, tmp_path, countdown_jsonl, payload):
     """Every file a payload (safetensors, JSON, tokenizer, ...) plus pickles where loaders might look."""
     out = copy_run(trained, tmp_path / "run")
-    marker = tmp_path / "ran-code"
+    marker = payload.marker
     for step in ("step-000001", "step-000002"):
         checkpoint = out / "checkpoints" / step
         for path in checkpoint.rglob("*"):
             if path.is_file() and path.name != ckpt.MANIFEST:
-                path.write_bytes(payload_bytes(marker))
+                path.write_bytes(payload_bytes(payload))
         for extra in ("model/pytorch_model.bin", "model/training_args.bin", "optimizer.pt", "rng.pt"):
-            torch_payload(marker, checkpoint / extra)
+            torch_payload(payload, checkpoint / extra)
         resign(checkpoint)
     result = cli(*resume_args(out, countdown_jsonl))
     assert_one_line_refusal(result, "step-000002", "refused")
     assert not marker.exists()
 
 
-def test_each_file_replaced_by_a_payload_runs_no_code(trained, tmp_path, countdown_jsonl):
+def test_each_file_replaced_by_a_payload_runs_no_code(trained, tmp_path, countdown_jsonl, payload):
     """One file at a time: each is refused with one line, or (files resume does not read) ignored."""
-    marker = tmp_path / "ran-code"
+    marker = payload.marker
     names = sorted(str(p.relative_to(trained / "checkpoints" / "step-000002"))
                    for p in (trained / "checkpoints" / "step-000002").rglob("*")
                    if p.is_file() and p.name != ckpt.MANIFEST)
@@ -145,7 +138,7 @@ def test_each_file_replaced_by_a_payload_runs_no_code(trained, tmp_path, countdo
     for i, name in enumerate(names):
         out = copy_run(trained, tmp_path / f"run{i}")
         checkpoint = out / "checkpoints" / "step-000002"
-        (checkpoint / name).write_bytes(payload_bytes(marker))
+        (checkpoint / name).write_bytes(payload_bytes(payload))
         resign(checkpoint)
         cfg = load_config(None, SFT + [f"output_dir={out}", f"data.train={countdown_jsonl}", "train.steps=3",
                                        "resume=true"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import random
 
@@ -70,22 +69,14 @@ def test_keys_that_look_like_markers_and_odd_values_survive(tmp_path):
         save_state({"x": object()}, tmp_path / "t.safetensors")
 
 
-class Payload:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
 @pytest.mark.parametrize("content", ["pickle", "torch.save", "safetensors of another format", "bad marker",
                                      "missing tensor", "bad array dtype", "not json"])
-def test_anything_but_a_state_file_is_refused_and_runs_nothing(tmp_path, content):
-    path, marker = tmp_path / "s.safetensors", tmp_path / "ran-code"
+def test_anything_but_a_state_file_is_refused_and_runs_nothing(tmp_path, content, payload):
+    path = tmp_path / "s.safetensors"
     if content == "pickle":
-        path.write_bytes(pickle.dumps(Payload(marker)))
+        path.write_bytes(pickle.dumps(payload))
     elif content == "torch.save":
-        torch.save({"optimizer": Payload(marker)}, path)
+        torch.save({"optimizer": payload}, path)
     elif content == "safetensors of another format":
         save_file({"w": torch.ones(2)}, str(path))
     else:
@@ -95,4 +86,4 @@ def test_anything_but_a_state_file_is_refused_and_runs_nothing(tmp_path, content
         save_file({"t0": torch.ones(1)}, str(path), metadata={"format": "unift-state/1", "tree": header})
     with pytest.raises(StateFileError):
         load_state(path)
-    assert not marker.exists()
+    assert not payload.marker.exists()

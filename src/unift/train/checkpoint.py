@@ -2,8 +2,8 @@
 
 Layout: OUTPUT_DIR/checkpoints/step-000050/
     model/            Hugging Face format (safetensors), loadable by transformers and vLLM
-                      (FSDP2 runs: sharded/ and hf/ instead, and scheduler.pt holds the scheduler;
-                      see unift.train.sharding and `unift consolidate`)
+                      (FSDP2 runs: sharded/, tensors only, and hf/ instead; see
+                      unift.train.sharding and `unift consolidate`)
     model/adapter/    LoRA runs: the adapter alone (model/ is then the merged model); resume reads it
     optimizer.safetensors  optimizer and scheduler state (FSDP2: the optimizer's param_groups and
                       the scheduler; its moments are in sharded/)
@@ -12,7 +12,8 @@ Layout: OUTPUT_DIR/checkpoints/step-000050/
     config.yaml       the resolved run config
     manifest.json     size and sha256 of every file above
 
-Nothing read back on resume can run code: weights and adapters are safetensors (a `.bin` is not
+Nothing read back on resume can run code (what a checkpoint copied from elsewhere must not do;
+the manifest detects damage, it is no signature): weights and adapters are safetensors (a `.bin` is not
 looked at), optimizer / scheduler / RNG state is safetensors plus a JSON header
 (unift.train.plain_state: no pickle), the rest is JSON, and a sharded checkpoint's DCP files go
 through a reader that builds nothing but DCP's metadata and tensors (unift.train.dcp_io). A
