@@ -123,6 +123,23 @@ def test_pickled_weights_are_never_unpickled(tiny_dir, payload):
         assert not marker.exists()
 
 
+@pytest.mark.parametrize("how", ["transformers_weights", "index"])
+def test_safetensors_only_cannot_be_steered_to_a_pickle(tiny_dir, payload, how):
+    """transformers honours a config's transformers_weights key and an index's weight map even
+    with use_safetensors=True: both are refused before it reads anything."""
+    torch.save({"model.norm.weight": payload}, tiny_dir / "weights.bin")
+    if how == "transformers_weights":
+        config = json.loads((tiny_dir / "config.json").read_text())
+        (tiny_dir / "config.json").write_text(json.dumps({**config, "transformers_weights": "weights.bin"}))
+    else:
+        (tiny_dir / "model.safetensors").unlink()
+        (tiny_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"model.norm.weight": "weights.bin"}}))
+    with pytest.raises(UserError, match="only as safetensors") as excinfo:
+        load_model(str(tiny_dir), safetensors_only=True)
+    one_line_error(excinfo)
+    assert not payload.marker.exists()
+
+
 @pytest.fixture
 def tiny_dir(tmp_path):
     model, tokenizer = load_model("tiny", seed=0)

@@ -162,7 +162,11 @@ def _load_adapter_weights(model, adapter: Path) -> None:
     from safetensors.torch import load_file
 
     try:
-        result = set_peft_model_state_dict(model, load_file(str(adapter / ADAPTER_WEIGHTS)))
+        weights = load_file(str(adapter / ADAPTER_WEIGHTS))
+    except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError: not a safetensors file
+        raise UserError(f"the adapter file {adapter / ADAPTER_WEIGHTS} does not load ({_first_line(exc)})") from None
+    try:
+        result = set_peft_model_state_dict(model, weights)
     except RuntimeError as exc:  # shape mismatch: another r or another model
         raise UserError(f"the adapter in {adapter} does not fit lora.r/lora.target_modules of this run "
                         f"({_first_line(exc)})") from None

@@ -135,7 +135,10 @@ def _load_named(name: str, dtype: torch.dtype, safetensors_only: bool = False):
 def _load_dir(path: Path, dtype: torch.dtype, safetensors_only: bool = False):
     from transformers import AutoModelForCausalLM
 
-    only = {"use_safetensors": True} if safetensors_only else {}
+    only = {}
+    if safetensors_only:
+        _require_safetensors(path)
+        only = {"use_safetensors": True}
     try:
         with custom_code_is_user_error(path):
             model = AutoModelForCausalLM.from_pretrained(str(path), trust_remote_code=False, **only,
@@ -146,6 +149,26 @@ def _load_dir(path: Path, dtype: torch.dtype, safetensors_only: bool = False):
     except Exception as exc:  # damaged weights, a config of an unknown architecture, ...
         raise UserError(f"cannot load the model in {path}: {_one_line(exc)}") from None
     return model, tokenizer
+
+
+def _require_safetensors(path: Path) -> None:
+    """`use_safetensors=True` still lets a config's `transformers_weights` key or an index's weight
+    map name a pickled file: refuse both before transformers reads anything."""
+    def refuse(why: str) -> UserError:
+        return UserError(f"model directory {path} {why}; unift reads these weights only as safetensors")
+
+    try:
+        config = json.loads((path / "config.json").read_text())
+        indexes = {index.name: json.loads(index.read_text()) for index in path.glob("*.index.json")}
+    except (OSError, ValueError, RecursionError) as exc:
+        raise refuse(f"has a config or index that is not readable JSON ({_one_line(exc)})") from None
+    if not isinstance(config, dict) or "transformers_weights" in config:
+        raise refuse("names its own weights file in config.json (transformers_weights)")
+    for name, index in indexes.items():
+        files = index.get("weight_map", {}).values() if isinstance(index, dict) and isinstance(
+            index.get("weight_map", {}), dict) else [None]
+        if any(not isinstance(f, str) or Path(f).name != f or not f.endswith(".safetensors") for f in files):
+            raise refuse(f"has an index {name} that lists files other than safetensors beside it")
 
 
 def load_tokenizer(path: Path):

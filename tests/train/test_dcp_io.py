@@ -93,6 +93,20 @@ def test_a_tensor_file_with_a_payload_is_refused(tiny, tmp_path, payload):
     assert not marker.exists()
 
 
+def test_a_metadata_pickle_cannot_patch_the_classes_it_may_name(tiny, tmp_path):
+    """pickle's BUILD on a class (here pathlib.PurePosixPath.name, which the path check reads) would
+    change it for the whole process: refused before it happens."""
+    from pathlib import PurePosixPath
+
+    checkpoint = sharded_checkpoint(tiny, tmp_path)
+    # GLOBAL pathlib.PurePosixPath; state (None, {"name": "x"}); BUILD; STOP
+    patch = b"cpathlib\nPurePosixPath\nN}\x8c\x04name\x8c\x01xs\x86b."
+    (checkpoint / "sharded" / ".metadata").write_bytes(patch)
+    with pytest.raises(DCPRefused, match="sets attributes of type PurePosixPath"):
+        read_metadata(checkpoint / "sharded")
+    assert PurePosixPath("a/b").name == "b"
+
+
 def test_metadata_pointing_outside_the_directory_is_refused(tiny, tmp_path):
     checkpoint = sharded_checkpoint(tiny, tmp_path)
     path = checkpoint / "sharded" / ".metadata"

@@ -182,3 +182,37 @@ def test_a_legacy_checkpoint_converts_and_resumes_to_the_same_weights(trained, t
     assert any(not torch.equal(got[k], moved[k]) for k in got)  # step 3 did train
 
     assert_one_line_refusal(cli("convert-checkpoint", str(checkpoint)), "nothing to convert")
+
+
+def test_convert_refuses_a_checkpoint_with_symbolic_links(trained, tmp_path):
+    """A link where convert writes (a temporary name) would write the user's files elsewhere."""
+    out = copy_run(trained, tmp_path / "run")
+    checkpoint = out / "checkpoints" / "step-000002"
+    to_legacy(checkpoint)
+    victim = tmp_path / "victim"
+    (checkpoint / ".optimizer.safetensors.tmp").symlink_to(victim)
+    assert_one_line_refusal(cli("convert-checkpoint", str(checkpoint)), "symbolic links")
+    assert not victim.exists() and (checkpoint / "optimizer.pt").is_file()
+
+
+@pytest.mark.parametrize("change", ["lr is text", "a moment of another shape", "another group count"])
+def test_optimizer_state_that_does_not_fit_the_run_is_refused_at_resume(trained, tmp_path, countdown_jsonl, change):
+    """Well-formed files, wrong contents: refused at resume (not a traceback at the first step)."""
+    from unift.train.plain_state import save_state
+
+    out = copy_run(trained, tmp_path / "run")
+    checkpoint = out / "checkpoints" / "step-000002"
+    state = load_state(checkpoint / ckpt.OPTIMIZER)
+    groups, moments = state["optimizer"]["param_groups"], state["optimizer"]["state"]
+    if change == "lr is text":
+        groups[0]["lr"] = "x"
+    elif change == "a moment of another shape":
+        moments[0]["exp_avg"] = torch.zeros(3, 3)
+    else:
+        groups.append(dict(groups[0]))
+    save_state(state, checkpoint / ckpt.OPTIMIZER)
+    resign(checkpoint)
+    with pytest.raises(UserError, match="optimizer.safetensors is refused") as excinfo:
+        train(load_config(None, SFT + [f"output_dir={out}", f"data.train={countdown_jsonl}", "train.steps=3",
+                                       "resume=true"]))
+    assert len(str(excinfo.value).splitlines()) == 1

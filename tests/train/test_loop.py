@@ -44,8 +44,13 @@ def test_micro_batch_split_does_not_change_the_update(tmp_path, countdown_jsonl)
     a = run(tmp_path, countdown_jsonl, "mb4", "train.steps=2", "train.micro_batch_size=8")
     b = run(tmp_path, countdown_jsonl, "mb1", "train.steps=2", "train.micro_batch_size=1")
     wa, wb = weights(a), weights(b)
+    # Only float summation order differs. AdamW divides by sqrt(v), so for the few weights whose
+    # gradient is near zero that noise grows to a small fraction of lr (measured: at most 3.8e-5,
+    # 1.3% of lr, torch 2.13 / transformers 5.24); the typical weight moves by ~1e-8. A normaliser
+    # that depended on the split would move every weight by a sizeable fraction of lr (3e-3).
     for key in wa:
-        assert torch.allclose(wa[key], wb[key], atol=2e-5), key
+        diff = (wa[key] - wb[key]).abs()
+        assert diff.max() < 0.05 * 3e-3 and diff.mean() < 1e-6, (key, diff.max().item(), diff.mean().item())
     la = [m["loss"] for m in metrics(tmp_path / "mb4")]
     lb = [m["loss"] for m in metrics(tmp_path / "mb1")]
     assert la == pytest.approx(lb, rel=1e-4)
@@ -78,7 +83,7 @@ def test_checkpoint_layout_and_damage_fallback(tmp_path, countdown_jsonl):
     assert steps == ["step-000002", "step-000004"]
     newest = out / "checkpoints" / "step-000004"
     assert verify(newest) and (newest / "model" / "config.json").exists() and (newest / "config.yaml").exists()
-    with (newest / "optimizer.pt").open("r+b") as fh:  # damage the newest checkpoint
+    with (newest / "optimizer.safetensors").open("r+b") as fh:  # damage the newest checkpoint
         fh.seek(100)
         fh.write(b"garbage")
     with pytest.warns(UserWarning, match="damaged"):

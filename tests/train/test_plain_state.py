@@ -70,7 +70,8 @@ def test_keys_that_look_like_markers_and_odd_values_survive(tmp_path):
 
 
 @pytest.mark.parametrize("content", ["pickle", "torch.save", "safetensors of another format", "bad marker",
-                                     "missing tensor", "bad array dtype", "not json"])
+                                     "missing tensor", "bad array dtype", "not json", "dtype not a string",
+                                     "unhashable key", "deep nesting"])
 def test_anything_but_a_state_file_is_refused_and_runs_nothing(tmp_path, content, payload):
     path = tmp_path / "s.safetensors"
     if content == "pickle":
@@ -81,8 +82,11 @@ def test_anything_but_a_state_file_is_refused_and_runs_nothing(tmp_path, content
         save_file({"w": torch.ones(2)}, str(path))
     else:
         tree = {"bad marker": {"$eval": "__import__('os')"}, "missing tensor": {"$tensor": "t9"},
-                "bad array dtype": {"$ndarray": [1], "dtype": "object"}}.get(content)
-        header = "{not json" if content == "not json" else json.dumps(tree)
+                "bad array dtype": {"$ndarray": [1], "dtype": "object", "shape": [1]},
+                "dtype not a string": {"$ndarray": [1], "dtype": ["uint32"], "shape": [1]},
+                "unhashable key": {"$dict": [[{"$tuple": [[1]]}, 0]]}}.get(content)
+        header = {"not json": "{not json", "deep nesting": "[" * 100_000 + "]" * 100_000}.get(content)
+        header = header or json.dumps(tree)
         save_file({"t0": torch.ones(1)}, str(path), metadata={"format": "unift-state/1", "tree": header})
     with pytest.raises(StateFileError):
         load_state(path)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -99,7 +100,7 @@ def verify(directory: Path) -> bool:
             path = directory / name
             if not path.is_file() or path.stat().st_size != meta["size"] or _sha256(path) != meta["sha256"]:
                 return False
-    except (ValueError, AttributeError, KeyError, TypeError, OSError):  # not JSON, not that shape
+    except (ValueError, AttributeError, KeyError, TypeError, OSError, RecursionError):  # not JSON, not that shape
         return False
     return True
 
@@ -243,6 +244,7 @@ def load_checkpoint(checkpoint: Path, model, optimizer, scheduler) -> dict[str, 
         load_sharded(model, optimizer, checkpoint, saved.get("param_groups"))
     else:
         restore_weights(model, checkpoint / "model")
+        _check_optimizer_state(saved.get("optimizer"), optimizer, checkpoint / OPTIMIZER)
         _restore(checkpoint / OPTIMIZER, "optimizer", lambda: optimizer.load_state_dict(saved["optimizer"]))
     _restore(checkpoint / OPTIMIZER, "scheduler", lambda: scheduler.load_state_dict(saved["scheduler"]))
     rng = read_state(checkpoint / RNG)
@@ -265,12 +267,55 @@ def read_trainer_state(path: Path) -> dict[str, Any]:
         state = json.loads(path.read_text())
         ok = (isinstance(state, dict) and isinstance(state.get("step"), int) and state["step"] >= 0
               and isinstance(state.get("cursor"), dict)
-              and all(isinstance(v, int) for v in state["cursor"].values()))
-    except (OSError, ValueError) as exc:
+              and all(isinstance(v, int) for v in state["cursor"].values())
+              and isinstance(state.get("bad_steps", 0), int))
+    except (OSError, ValueError, RecursionError) as exc:
         raise _unfit(path, f"not readable JSON: {one_line(exc)}") from None
     if not ok:
         raise _unfit(path, "not a trainer state (step, cursor)")
     return state
+
+
+def check_param_groups(saved: Any, current: list[dict], path: Path) -> None:
+    """The saved optimizer groups have this run's keys, each value of the type this run uses
+    (else a hostile or foreign file would load and fail later, at the first optimizer step)."""
+    if not isinstance(saved, list) or len(saved) != len(current) or not all(isinstance(g, dict) for g in saved):
+        raise _unfit(path, f"its optimizer has other parameter groups than this run's {len(current)}")
+    for number, (mine, theirs) in enumerate(zip(current, saved)):
+        for key, value in mine.items():
+            if key != "params" and not _same_kind(value, theirs.get(key, _MISSING)):
+                raise _unfit(path, f"its optimizer group {number} has {key}={theirs.get(key, 'nothing')!r}, "
+                                   f"not a value like this run's {value!r}")
+
+
+_MISSING = object()
+
+
+def _same_kind(mine: Any, theirs: Any) -> bool:
+    if isinstance(mine, bool) or mine is None:  # flags such as foreach and fused may be None or a bool
+        return theirs is None or isinstance(theirs, bool)
+    if isinstance(mine, (int, float)):
+        return isinstance(theirs, (int, float)) and not isinstance(theirs, bool) and math.isfinite(theirs)
+    if isinstance(mine, tuple):
+        return isinstance(theirs, tuple) and len(theirs) == len(mine) and all(map(_same_kind, mine, theirs))
+    if isinstance(mine, torch.Tensor):
+        return isinstance(theirs, torch.Tensor) and theirs.shape == mine.shape
+    return type(theirs) is type(mine)
+
+
+def _check_optimizer_state(saved: Any, optimizer, path: Path) -> None:
+    """An optimizer state dict whose groups fit this run's and whose moments have its parameters' shapes."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        raise _unfit(path, "it holds no optimizer state")
+    check_param_groups(saved.get("param_groups"), optimizer.state_dict()["param_groups"], path)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for pid, moments in saved["state"].items():
+        if not isinstance(pid, int) or not 0 <= pid < len(params) or not isinstance(moments, dict):
+            raise _unfit(path, f"its optimizer state names parameter {pid!r}, which this run does not have")
+        for name, value in moments.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[pid].shape:
+                raise _unfit(path, f"its optimizer {name} of parameter {pid} has shape {tuple(value.shape)}, "
+                                   f"not {tuple(params[pid].shape)}: another model")
 
 
 def _restore(path: Path, what: str, load) -> None:

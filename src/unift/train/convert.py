@@ -38,6 +38,10 @@ def convert_checkpoint(directory: Path) -> Path:
     legacy = [name for name in ckpt.LEGACY_FILES if (directory / name).is_file()]
     if not legacy:
         raise UserError(f"checkpoint {directory} has none of {', '.join(ckpt.LEGACY_FILES)}: nothing to convert")
+    links = [str(p.relative_to(directory)) for p in _walk(directory) if p.is_symlink()]
+    if links:  # writing through one would create or overwrite a file elsewhere
+        raise UserError(f"checkpoint {directory} contains symbolic links ({', '.join(links[:3])}); "
+                        f"unift writes only into plain files: copy the checkpoint without links, then convert it")
     if not ckpt.verify(directory):
         raise UserError(f"checkpoint {directory} is damaged (its files do not match {ckpt.MANIFEST}); "
                         f"convert another checkpoint")
@@ -53,10 +57,17 @@ def convert_checkpoint(directory: Path) -> Path:
 
     for name, value in ((ckpt.OPTIMIZER, optimizer), (ckpt.RNG, rng)):
         tmp = directory / f".{name}.tmp"
-        save_state(value, tmp)
+        tmp.unlink(missing_ok=True)  # a leftover of an earlier try (never followed: links were refused)
+        try:
+            save_state(value, tmp)
+        except TypeError as exc:  # weights-only data that is no optimizer/RNG state (a set, bytes, ...)
+            tmp.unlink(missing_ok=True)
+            raise UserError(f"checkpoint {directory}: its {name.split('.')[0]} state holds data no optimizer, "
+                            f"scheduler or RNG state has ({exc}); it was not converted") from None
         ckpt._fsync(tmp)
         os.replace(tmp, directory / name)
     tmp = directory / f".{ckpt.MANIFEST}.tmp"  # the new manifest, renamed into place whole
+    tmp.unlink(missing_ok=True)
     tmp.write_text(ckpt.manifest(directory, skip=frozenset(legacy)))
     ckpt._fsync(tmp)
     os.replace(tmp, directory / ckpt.MANIFEST)
@@ -105,11 +116,14 @@ def _legacy_param_groups(sharded: Path) -> list[dict]:
     except DCPRefused as exc:
         raise UserError(f"sharded checkpoint {sharded} is refused: {exc}; it was not converted") from None
     groups: dict[int, dict[str, Any]] = {}
+    planner_data = metadata.planner_data if isinstance(metadata.planner_data, dict) else {}
     for fqn, meta in metadata.state_dict_metadata.items():
-        path = (metadata.planner_data or {}).get(fqn)
-        if isinstance(meta, BytesStorageMetadata) and path and tuple(path[:2]) == ("optimizer", "param_groups"):
-            groups.setdefault(int(path[2]), {})[str(path[3])] = None
-    if not groups:
+        path = planner_data.get(fqn)
+        if (isinstance(meta, BytesStorageMetadata) and isinstance(path, tuple) and len(path) == 4
+                and path[:2] == ("optimizer", "param_groups") and isinstance(path[2], int) and 0 <= path[2] < 1000
+                and isinstance(path[3], str)):
+            groups.setdefault(path[2], {})[path[3]] = None
+    if not groups or sorted(groups) != list(range(len(groups))):
         raise UserError(f"sharded checkpoint {sharded} holds no optimizer param_groups; it was not converted")
     request = {"optimizer": {"param_groups": [groups[i] for i in sorted(groups)]}}
 
@@ -131,3 +145,9 @@ def _legacy_param_groups(sharded: Path) -> list[dict]:
                         f"({type(causes[0]).__name__}); it was not converted") from None
     return request["optimizer"]["param_groups"]
 
+
+def _walk(directory: Path):
+    """Every path under `directory`, links included and never followed."""
+    for root, dirs, files in os.walk(directory, followlinks=False):
+        for name in dirs + files:
+            yield Path(root) / name

@@ -8,8 +8,9 @@ unift therefore
 - writes only tensors into DCP (the optimizer's param_groups and the scheduler go to a plain
   state file, unift.train.plain_state), so there is no bytes entry worth reading;
 - reads `.metadata` with an unpickler that can build DCP's metadata dataclasses, torch.Size,
-  torch dtypes and layouts, and paths, and nothing else (`_MetadataUnpickler`), and checks that
-  every data file it names is a plain file name inside the directory;
+  torch dtypes and layouts, and paths, and nothing else, and may fill in attributes only of
+  DCP's own metadata objects (`_MetadataUnpickler`), and checks that every data file it names is
+  a plain file name inside the directory;
 - refuses any bytes entry (`_TensorsOnlyPlanner.load_bytes`);
 - leaves the tensor blobs to DCP, which reads them with `torch.load(weights_only=True)`: only
   tensors and plain containers (hence torch >= 2.6 in pyproject, where that loader is hardened).
@@ -39,17 +40,39 @@ _METADATA_CLASSES = {
 }
 
 
+# the only modules whose instances a .metadata pickle may fill in (pickle's BUILD)
+_BUILDABLE_MODULES = {"torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem"}
+
+
 class DCPRefused(Exception):
     """A DCP directory that does not load as metadata and tensors alone."""
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+class _MetadataUnpickler(pickle._Unpickler):  # the pure-Python one: its BUILD can be restricted
+    """Builds DCP's metadata and nothing else.
+
+    `find_class` admits only the names above (plus torch.Size and torch dtypes). That alone is
+    not enough: pickle's BUILD opcode sets attributes on whatever is on its stack, a class or a
+    function included, so a hostile file could patch `pathlib.PurePosixPath` or torch for the
+    whole process. BUILD is therefore allowed only on instances of DCP's metadata classes."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module: str, name: str) -> Any:
         if name in _METADATA_CLASSES.get(module, ()):
             return super().find_class(module, name)
         if module == "torch" and (name == "Size" or isinstance(getattr(torch, name, None), torch.dtype)):
             return getattr(torch, name)
         raise DCPRefused(f"its .metadata names {module}.{name}, which DCP metadata never holds")
+
+    def load_build(self) -> None:
+        target = self.stack[-2]  # the state is on top, the object it fills in below it
+        if isinstance(target, type) or type(target).__module__ not in _BUILDABLE_MODULES:
+            raise DCPRefused(f"its .metadata sets attributes of {type(target).__name__} "
+                             f"{getattr(target, '__name__', '')}".rstrip() + ", which DCP metadata never does")
+        super().load_build()
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 def read_metadata(directory: Path):
@@ -64,7 +87,11 @@ def read_metadata(directory: Path):
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or garbage pickles raise all sorts
         raise DCPRefused(f"its .metadata does not load ({type(exc).__name__}: {_one_line(exc)})") from None
-    if not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, "storage_data", None), dict):
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    if (not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, "storage_data", None), dict)
+            or not isinstance(getattr(metadata, "state_dict_metadata", None), dict)
+            or not isinstance(getattr(metadata, "storage_meta", None), (StorageMeta, type(None)))):
         raise DCPRefused("its .metadata is not DCP metadata")
     for info in metadata.storage_data.values():
         name = getattr(info, "relative_path", None)

@@ -13,9 +13,12 @@ Why not `torch.load(weights_only=True)`: its restricted unpickler is the right t
 that must stay pickles, but it has been bypassed before (CVE-2025-32434, torch < 2.6) and it
 still walks an attacker's opcode stream; the two parsers here take nothing but data.
 
-Round trips are exact: tensors bit for bit; Python floats through `repr` (JSON keeps every
-digit); tuples, dicts with non-string keys (the optimizer's integer parameter ids) and numpy
-arrays (numpy's RNG key) get markers so they come back as the same types.
+Round trips are exact for what unift stores (torch optimizers', LR schedulers' and RNG state):
+tensors bit for bit; Python floats through `repr` (JSON keeps every digit); tuples, dicts with
+non-string keys (the optimizer's integer parameter ids) and numpy arrays (numpy's RNG key) get
+markers so they come back as the same types. Not kept: subclasses (a namedtuple or torch.Size
+comes back a tuple, an OrderedDict a dict), numpy scalars (Python numbers), a tensor's device,
+`requires_grad` and sharing between two references.
 """
 
 from __future__ import annotations
@@ -57,9 +60,11 @@ def load_state(path: Path) -> Any:
                 raise StateFileError(f"no '{FORMAT}' header")
             tree = json.loads(meta["tree"])
             tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        return _decode(tree, tensors)
+    except StateFileError:
+        raise
+    except (SafetensorError, OSError, ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError: ValueError
         raise StateFileError(_one_line(exc)) from None
-    return _decode(tree, tensors)
 
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor], storages: set[int]) -> Any:
@@ -67,7 +72,8 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor], storages: set[int]) -> A
         return obj
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
-        if t.untyped_storage().data_ptr() in storages and t.numel():  # safetensors refuses shared memory
+        pointer = t.untyped_storage().data_ptr()
+        if pointer and pointer in storages:  # safetensors refuses tensors that share memory
             t = t.clone()
         storages.add(t.untyped_storage().data_ptr())
         name = f"t{len(tensors)}"
@@ -76,7 +82,7 @@ def _encode(obj: Any, tensors: dict[str, torch.Tensor], storages: set[int]) -> A
     if isinstance(obj, np.ndarray):
         if obj.dtype.name not in _NUMPY_DTYPES:
             raise TypeError(f"cannot store a numpy array of {obj.dtype} in a state file")
-        return {"$ndarray": obj.tolist(), "dtype": obj.dtype.name}
+        return {"$ndarray": obj.ravel().tolist(), "dtype": obj.dtype.name, "shape": list(obj.shape)}
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, tuple):
@@ -107,10 +113,10 @@ def _decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return tuple(_decode(v, tensors) for v in tree[kind])
     if kind == "$dict" and isinstance(tree[kind], list) and all(isinstance(p, list) and len(p) == 2 for p in tree[kind]):
         return {_hashable(_decode(k, tensors)): _decode(v, tensors) for k, v in tree[kind]}
-    if kind == "$ndarray" and tree.get("dtype") in _NUMPY_DTYPES:
+    if kind == "$ndarray" and isinstance(tree.get("dtype"), str) and tree["dtype"] in _NUMPY_DTYPES:
         try:
-            return np.asarray(tree[kind], dtype=np.dtype(tree["dtype"]))
-        except (TypeError, ValueError, OverflowError) as exc:
+            return np.asarray(tree[kind], dtype=np.dtype(tree["dtype"])).reshape(tree["shape"])
+        except (TypeError, ValueError, OverflowError, KeyError) as exc:
             raise StateFileError(f"bad array in the header: {_one_line(exc)}") from None
     raise StateFileError(f"bad {kind!r} entry in the header")
 

@@ -130,7 +130,11 @@ def train_rl(cfg: Config) -> Path:
     mine = rank_positions(r.prompts_per_step, r.updates_per_step, world)  # this rank's prompts of every step
     everyone = world.gather(mine)  # all ranks' positions, in rank order
     if adaptive is not None and state.get("adaptive_hints"):
-        adaptive.load_state_dict(state["adaptive_hints"])
+        try:
+            adaptive.load_state_dict(state["adaptive_hints"])
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise UserError(f"checkpoint {run.last_checkpoint}: its trainer_state.json adaptive_hints is not "
+                            f"adaptive hint state ({exc}); resume another checkpoint") from None
 
     def extra_state() -> dict:
         return {"adaptive_hints": adaptive.state_dict() if adaptive else None}

@@ -165,6 +165,7 @@ def load_sharded(model, optimizer, directory: Path, param_groups: list[dict]) ->
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     from unift.errors import UserError
+    from unift.train.checkpoint import OPTIMIZER, check_param_groups
     from unift.train.dcp_io import DCPRefused, load_tensors
 
     model_state, optim_state = get_state_dict(model, optimizer)
@@ -175,12 +176,12 @@ def load_sharded(model, optimizer, directory: Path, param_groups: list[dict]) ->
         raise UserError(f"sharded checkpoint {directory / SHARDED_DIR} is refused: {exc}; "
                         f"resume from another checkpoint or start afresh") from None
     groups = optim_state["param_groups"]
-    if (not isinstance(param_groups, list) or len(param_groups) != len(groups)
-            or any(not isinstance(g, dict) or g.get("params") != c["params"] for g, c in zip(param_groups, groups))):
-        raise UserError(f"checkpoint {directory}: its optimizer parameter groups do not match this model; "
-                        f"resume with the same model and config")
+    check_param_groups(param_groups, groups, directory / OPTIMIZER)
+    if any(g.get("params") != c["params"] for g, c in zip(param_groups, groups)):
+        raise UserError(f"checkpoint {directory}: its optimizer parameter groups name other parameters than "
+                        f"this model's; resume with the same model and config")
     for current, saved in zip(groups, param_groups):
-        current.update(saved)
+        current.update({key: saved[key] for key in current})  # the keys this run's optimizer has
     set_state_dict(model, optimizer, model_state_dict=state["model"],
                    optim_state_dict={"state": state["optimizer"]["state"], "param_groups": groups})
 
@@ -189,7 +190,7 @@ def consolidate(checkpoint: Path, out_dir: Path) -> Path:
     """A sharded checkpoint as a plain Hugging Face directory (one process, no torchrun needed)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from unift.errors import UserError
+    from unift.errors import UserError, one_line
     from unift.models import custom_code_is_user_error, dtype_kwargs, load_tokenizer, require_new_dir, save_model
     from unift.train.dcp_io import DCPRefused, load_tensors
 
@@ -197,9 +198,14 @@ def consolidate(checkpoint: Path, out_dir: Path) -> Path:
         raise UserError(f"{checkpoint} is not a sharded checkpoint (no {SHARDED_DIR}/.metadata and {HF_DIR}/config.json); "
                         f"give a checkpoints/step-N directory of a parallel.strategy=fsdp2 run")
     require_new_dir(out_dir)
-    with custom_code_is_user_error(checkpoint / HF_DIR):
-        config = AutoConfig.from_pretrained(checkpoint / HF_DIR, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, **dtype_kwargs(torch.float32))
+    try:
+        with custom_code_is_user_error(checkpoint / HF_DIR):
+            config = AutoConfig.from_pretrained(checkpoint / HF_DIR, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, **dtype_kwargs(torch.float32))
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - not JSON, an unknown architecture, ...
+        raise UserError(f"cannot read the model config in {checkpoint / HF_DIR}: {one_line(exc)}") from None
     state = {"model": model.state_dict()}  # DCP reads just these keys (the optimizer shards stay on disk)
     try:
         load_tensors(state, checkpoint / SHARDED_DIR, no_dist=True)
@@ -207,5 +213,10 @@ def consolidate(checkpoint: Path, out_dir: Path) -> Path:
         raise UserError(f"sharded checkpoint {checkpoint / SHARDED_DIR} is refused: {exc}; "
                         f"consolidate another checkpoint") from None
     model.load_state_dict(state["model"])
-    tokenizer = load_tokenizer(checkpoint / HF_DIR)
+    try:
+        tokenizer = load_tokenizer(checkpoint / HF_DIR)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - damaged tokenizer files
+        raise UserError(f"cannot read the tokenizer in {checkpoint / HF_DIR}: {one_line(exc)}") from None
     return save_model(model.eval(), tokenizer, out_dir)
