@@ -34,7 +34,7 @@ from typing import Iterator
 
 import torch
 
-from unift.errors import UserError
+from unift.errors import UserError, one_line
 
 ADAPTER_DIR = "adapter"            # the adapter's place inside a saved model directory
 ADAPTER_CONFIG = "adapter_config.json"
@@ -153,7 +153,7 @@ def restore_weights(model, model_dir: Path) -> None:
     try:
         model.load_state_dict(resumed.state_dict())
     except RuntimeError as exc:  # another architecture or size than this run's model
-        raise UserError(f"the weights in {model_dir} do not fit this run's model ({_first_line(exc)}); "
+        raise UserError(f"the weights in {model_dir} do not fit this run's model ({one_line(exc)}); "
                         f"resume with the same model") from None
 
 
@@ -164,12 +164,12 @@ def _load_adapter_weights(model, adapter: Path) -> None:
     try:
         weights = load_file(str(adapter / ADAPTER_WEIGHTS))
     except Exception as exc:  # noqa: BLE001 - safetensors' SafetensorError: not a safetensors file
-        raise UserError(f"the adapter file {adapter / ADAPTER_WEIGHTS} does not load ({_first_line(exc)})") from None
+        raise UserError(f"the adapter file {adapter / ADAPTER_WEIGHTS} does not load ({one_line(exc)})") from None
     try:
         result = set_peft_model_state_dict(model, weights)
     except RuntimeError as exc:  # shape mismatch: another r or another model
         raise UserError(f"the adapter in {adapter} does not fit lora.r/lora.target_modules of this run "
-                        f"({_first_line(exc)})") from None
+                        f"({one_line(exc)})") from None
     missing = [key for key in result.missing_keys if ".lora_" in key]
     if missing:
         raise UserError(f"the adapter in {adapter} lacks {len(missing)} LoRA weights of this run "
@@ -202,10 +202,5 @@ def merge_adapter_dir(adapter_dir: str | Path, base: str, out: str | Path) -> Pa
         with _quiet_peft():
             merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     except (ValueError, RuntimeError, KeyError) as exc:  # other architecture, other shapes
-        raise UserError(f"cannot apply the adapter in {adapter} to model {base}: {_first_line(exc)}") from None
+        raise UserError(f"cannot apply the adapter in {adapter} to model {base}: {one_line(exc)}") from None
     return save_model(merged, tokenizer, out)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:197] + "..."

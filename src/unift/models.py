@@ -49,7 +49,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from unift.errors import UserError
+from unift.errors import UserError, one_line
 
 EMBEDDED = "smollm2-135m"
 TINY = "tiny"
@@ -147,7 +147,7 @@ def _load_dir(path: Path, dtype: torch.dtype, safetensors_only: bool = False):
     except UserError:
         raise
     except Exception as exc:  # damaged weights, a config of an unknown architecture, ...
-        raise UserError(f"cannot load the model in {path}: {_one_line(exc)}") from None
+        raise UserError(f"cannot load the model in {path}: {one_line(exc, 300)}") from None
     return model, tokenizer
 
 
@@ -161,7 +161,7 @@ def _require_safetensors(path: Path) -> None:
         config = json.loads((path / "config.json").read_text())
         indexes = {index.name: json.loads(index.read_text()) for index in path.glob("*.index.json")}
     except (OSError, ValueError, RecursionError) as exc:
-        raise refuse(f"has a config or index that is not readable JSON ({_one_line(exc)})") from None
+        raise refuse(f"has a config or index that is not readable JSON ({one_line(exc, 300)})") from None
     if not isinstance(config, dict) or "transformers_weights" in config:
         raise refuse("names its own weights file in config.json (transformers_weights)")
     for name, index in indexes.items():
@@ -216,7 +216,7 @@ def _load_hub(name: str, dtype: torch.dtype):
         huggingface_hub.model_info(name, timeout=10)
     except Exception as exc:  # noqa: BLE001 - network errors, repository not found, gated, ...
         raise UserError(f"{unknown}; the Hugging Face hub did not provide it either "
-                        f"({type(exc).__name__}: {_one_line(exc)})") from None
+                        f"({type(exc).__name__}: {one_line(exc, 300)})") from None
     try:
         with custom_code_is_user_error(name):
             return (AutoModelForCausalLM.from_pretrained(name, **kwargs),
@@ -224,7 +224,7 @@ def _load_hub(name: str, dtype: torch.dtype):
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise UserError(f"cannot load model '{name}' from the Hugging Face hub: {_one_line(exc)}") from None
+        raise UserError(f"cannot load model '{name}' from the Hugging Face hub: {one_line(exc, 300)}") from None
 
 
 def dtype_kwargs(dtype: torch.dtype) -> dict:
@@ -232,11 +232,6 @@ def dtype_kwargs(dtype: torch.dtype) -> dict:
 
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _ensure_pad(model, tokenizer) -> None:

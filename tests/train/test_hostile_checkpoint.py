@@ -19,7 +19,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unift.cli import main
 from unift.config import load_config
 from unift.errors import UserError
 from unift.train import checkpoint as ckpt

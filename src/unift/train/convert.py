@@ -64,17 +64,21 @@ def convert_checkpoint(directory: Path) -> Path:
             tmp.unlink(missing_ok=True)
             raise UserError(f"checkpoint {directory}: its {name.split('.')[0]} state holds data no optimizer, "
                             f"scheduler or RNG state has ({exc}); it was not converted") from None
-        ckpt._fsync(tmp)
-        os.replace(tmp, directory / name)
+        _into_place(tmp, directory / name)
     tmp = directory / f".{ckpt.MANIFEST}.tmp"  # the new manifest, renamed into place whole
     tmp.unlink(missing_ok=True)
     tmp.write_text(ckpt.manifest(directory, skip=frozenset(legacy)))
-    ckpt._fsync(tmp)
-    os.replace(tmp, directory / ckpt.MANIFEST)
+    _into_place(tmp, directory / ckpt.MANIFEST)
     for name in legacy:
         (directory / name).unlink()
     ckpt._fsync(directory)
     return directory
+
+
+def _into_place(tmp: Path, final: Path) -> None:
+    """On disk first, then under its name."""
+    ckpt._fsync(tmp)
+    os.replace(tmp, final)
 
 
 def _legacy_load(path: Path) -> Any:

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from unift.errors import one_line as _one_line
+from unift.errors import one_line
 
 # the classes DCP's .metadata pickle names (torch 2.6 - 2.13), by module
 _METADATA_CLASSES = {
@@ -86,7 +86,7 @@ def read_metadata(directory: Path):
     except DCPRefused:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or garbage pickles raise all sorts
-        raise DCPRefused(f"its .metadata does not load ({type(exc).__name__}: {_one_line(exc)})") from None
+        raise DCPRefused(f"its .metadata does not load ({type(exc).__name__}: {one_line(exc)})") from None
     from torch.distributed.checkpoint.metadata import StorageMeta
 
     if (not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, "storage_data", None), dict)
@@ -153,4 +153,4 @@ def _not_tensors(exc: BaseException) -> DCPRefused:
     if isinstance(exc, pickle.UnpicklingError):  # torch's weights-only loader met more than a tensor
         return DCPRefused("a tensor entry of its .distcp files is not a plain tensor "
                           "(PyTorch's weights-only loader refused it)")
-    return DCPRefused(f"its tensors do not load ({type(exc).__name__}: {_one_line(exc)})")
+    return DCPRefused(f"its tensors do not load ({type(exc).__name__}: {one_line(exc)})")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unift.errors import one_line as _one_line
+from unift.errors import one_line
 
 FORMAT = "unift-state/1"
 _NUMPY_DTYPES = {"uint32", "uint64", "int32", "int64", "float32", "float64", "bool"}
@@ -64,7 +64,7 @@ def load_state(path: Path) -> Any:
     except StateFileError:
         raise
     except (SafetensorError, OSError, ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError: ValueError
-        raise StateFileError(_one_line(exc)) from None
+        raise StateFileError(one_line(exc)) from None
 
 
 def _encode(obj: Any, tensors: dict[str, torch.Tensor], storages: set[int]) -> Any:
@@ -117,7 +117,7 @@ def _decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         try:
             return np.asarray(tree[kind], dtype=np.dtype(tree["dtype"])).reshape(tree["shape"])
         except (TypeError, ValueError, OverflowError, KeyError) as exc:
-            raise StateFileError(f"bad array in the header: {_one_line(exc)}") from None
+            raise StateFileError(f"bad array in the header: {one_line(exc)}") from None
     raise StateFileError(f"bad {kind!r} entry in the header")
 
 

@@ -27,7 +27,6 @@ directory, in one process. The final model (OUTPUT_DIR/final) is always written 
 from __future__ import annotations
 
 import types
-import warnings
 from pathlib import Path
 
 import torch
