@@ -98,7 +98,7 @@ def test_eval_command_and_its_errors(tmp_path, capsys, countdown_jsonl):
                                                     capsys)
     bad_gt = tmp_path / "bad_gt.jsonl"
     bad_gt.write_text(json.dumps({"prompt": "p", "ground_truth": {"numbers": [1, "x"]}, "task": "countdown"}) + "\n")
-    assert "evaluation row 0: malformed ground truth" in error_of(
+    assert "bad_gt.jsonl row 1: malformed ground truth" in error_of(
         ["eval", "--model", "tiny", "--data", str(bad_gt), "--out", str(tmp_path / "e2")], capsys)
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")

@@ -28,7 +28,9 @@ def test_overrides_only():
 @pytest.mark.parametrize("overrides, message", [
     (["trian.lr=1"], "unknown config key 'trian' (did you mean 'train'?)"),
     (["train.lrr=1"], "unknown config key 'train.lrr' (did you mean 'train.lr'?)".replace("'train.lr'", "'lr'")),
-    (["method=dtf"], "method: unknown value 'dtf' (did you mean 'dft'?)"),
+    (["method=dtf"], "method: unknown value 'dtf' (allowed: sft, dft, rft, uft, r3) (did you mean 'dft'?)"),
+    (["protocol=paper"], "protocol: unknown value 'paper' (allowed: official, unift)"),
+    (["rl.normalizer=verl"], "rl.normalizer: unknown value 'verl' (allowed: unift, official)"),
     (["train.batch_size=abc"], "train.batch_size: expected an integer, got 'abc'"),
     (["train.lr=fast"], "train.lr: expected a number, got 'fast'"),
     (["resume=maybe"], "resume: expected true or false, got 'maybe'"),

@@ -37,10 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--help-config", action="store_true", help="list every config key and exit")
 
     e = sub.add_parser("eval", help="evaluate a model (greedy pass@1, sampled avg@k)",
-                       description="Evaluate a model on data with task rewards; writes results.json and "
-                                   "results.md (a table by data_source).")
+                       description="Evaluate a model on data with task rewards under a protocol; writes "
+                                   "results.json, results.md (a table by data_source: pass@1, formatted, "
+                                   "stopped) and records.jsonl (every response with its reward).")
     e.add_argument("--model", default="smollm2-135m", help="HF directory, hub id, smollm2-135m or tiny")
     e.add_argument("--data", required=True, help="data file (.parquet/.jsonl/.json) or data set id")
+    e.add_argument("--protocol", default="official", choices=["official", "unift"],
+                   help="official (default): generate until EOS or the budget, no stop string, answers read as "
+                        "the official UFT scorers do; unift: stop at </answer>, unift's scorers")
     e.add_argument("--task", default="", help="reward task for every row (default: from data_source)")
     e.add_argument("--limit", type=int, default=0, help="evaluate only the first N rows")
     e.add_argument("--k", type=int, default=0, help="also sample k responses per prompt for avg@k")
@@ -52,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="compute precision")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
-    e.add_argument("--out", default="runs/eval", help="directory for results.json and results.md")
+    e.add_argument("--out", default="runs/eval", help="directory for results.json, results.md and records.jsonl")
 
     d = sub.add_parser("data", help="generate new task data with reference solutions",
                        description="Generate problems with step-by-step reference solutions split into "
@@ -214,7 +218,8 @@ def _train(args) -> int:
     if cfg.eval.data:
         from unift.evaluate import evaluate_model, write_report
 
-        results = evaluate_model(str(final), cfg.eval.data, task=cfg.eval.task, limit=cfg.eval.limit, k=cfg.eval.k,
+        results = evaluate_model(str(final), cfg.eval.data, protocol=cfg.protocol, task=cfg.eval.task,
+                                 limit=cfg.eval.limit, k=cfg.eval.k,
                                  temperature=cfg.eval.temperature, top_p=cfg.eval.top_p,
                                  max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
                                  template=cfg.data.template, precision=cfg.train.precision, device=cfg.train.device,
@@ -239,14 +244,14 @@ def _eval(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
-    results = evaluate_model(args.model, args.data, task=args.task, limit=args.limit, k=args.k,
+    results = evaluate_model(args.model, args.data, protocol=args.protocol, task=args.task, limit=args.limit, k=args.k,
                              temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
                              batch_size=args.batch_size, template=args.template, precision=args.precision,
                              device=args.device, seed=args.seed, check_out=out)
     title = f"{args.model} on {args.data}"
     print(markdown_table(results, title=title))
     write_report(results, create_dir(out, "--out"), title=title)
-    print(f"wrote {out}/results.json and {out}/results.md")
+    print(f"wrote {out}/results.json, {out}/results.md and {out}/records.jsonl")
     return 0
 
 

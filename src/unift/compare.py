@@ -77,7 +77,8 @@ def run_compare(path: str, overrides: list[str] | None = None) -> dict[str, Any]
     spec = _read_spec(path)
     out = Path(spec.get("output_dir") or "runs/compare")
     base, plans = _run_configs(spec, out, overrides or [])
-    eval_cfg = load_config(None, [f"data.train={base.get('data', {}).get('train', 'x')}"]
+    eval_cfg = load_config(None, [f"data.train={base.get('data', {}).get('train', 'x')}",
+                                  f"protocol={base.get('protocol') or 'official'}"]
                            + [f"eval.{k}={v}" for k, v in (base.get("eval") or {}).items()])
     if not eval_cfg.eval.data:
         raise UserError("compare needs base.eval.data (the held-out set every method is scored on)")
@@ -100,14 +101,15 @@ def run_compare(path: str, overrides: list[str] | None = None) -> dict[str, Any]
             final = str(train(cfg))
         model_of[name] = final
         e = eval_cfg.eval
-        r = evaluate_model(final, e.data, task=e.task, limit=e.limit, max_new_tokens=e.max_new_tokens,
+        r = evaluate_model(final, e.data, protocol=eval_cfg.protocol, task=e.task, limit=e.limit,
+                           max_new_tokens=e.max_new_tokens,
                            batch_size=e.batch_size, template=eval_cfg.data.template)
         write_report(r, out / "eval" / name, title=name)
         results[name] = {"method": cfg.method if cfg else "none", "init": init, "overall": r["overall"],
                          "by_source": r["by_source"]}
         print(f"[compare] {name}: pass@1 {100 * r['overall']['pass@1']:.1f}%", flush=True)
         _atomic_write(out / "results.json", json.dumps(results, indent=1))
-    _atomic_write(out / "report.md", report_markdown(results, spec))
+    _atomic_write(out / "report.md", report_markdown(results, spec, eval_cfg.protocol))
     plot_curves(out, [n for n, (c, _) in plans.items() if c is not None])
     return results
 
@@ -127,15 +129,17 @@ def _order(plans: dict[str, tuple]) -> list[str]:
     return done
 
 
-def report_markdown(results: dict[str, Any], spec: dict[str, Any]) -> str:
+def report_markdown(results: dict[str, Any], spec: dict[str, Any], protocol: str = "official") -> str:
     sources = sorted({s for r in results.values() for s in r["by_source"]})
-    lines = ["| method | " + " | ".join(f"{s} pass@1" for s in sources) + " | formatted |",
-             "|---|" + "---|" * (len(sources) + 1)]
+    lines = ["| method | " + " | ".join(f"{s} pass@1" for s in sources) + " | formatted | stopped |",
+             "|---|" + "---|" * (len(sources) + 2)]
     for name, r in results.items():
         label = name + (f" (from {r['init']})" if r["init"] else "")
         cells = [f"{100 * r['by_source'][s]['pass@1']:.1f}%" if s in r["by_source"] else "" for s in sources]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * r['overall']['formatted']:.1f}% |")
-    return ("## Held-out accuracy (greedy pass@1)\n\n" + "\n".join(lines)
+        stopped = r["overall"].get("stopped")
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * r['overall']['formatted']:.1f}% | "
+                     + (f"{100 * stopped:.1f}% |" if stopped is not None else "- |"))
+    return (f"## Held-out accuracy (greedy pass@1, protocol {protocol})\n\n" + "\n".join(lines)
             + "\n\n![accuracy](accuracy.png)\n\n![reward](reward.png)\n")
 
 

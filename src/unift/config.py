@@ -1,6 +1,6 @@
 """Typed run configuration: dataclasses with help text, loaded from YAML, overridden with key=value.
 
-A config file has a few top-level keys (method, model, output_dir, seed, resume) and sections
+A config file has a few top-level keys (method, model, output_dir, seed, protocol, resume) and sections
 (data, train, loss, log, checkpoint, eval). Every field is validated before any model is
 loaded: unknown keys get a "did you mean" suggestion, values are coerced to the field's type
 or rejected with a one-line `UserError`. The resolved config is saved next to every
@@ -26,6 +26,8 @@ OFFLINE_METHODS = ("sft", "dft")
 HINT_SCHEDULES = ("cosine", "uniform", "staged", "adaptive")
 TEMPLATES = ("auto", "plain", "chat")
 PRECISIONS = ("auto", "bf16", "fp32")
+PROTOCOLS = ("official", "unift")
+NORMALIZERS = ("unift", "official")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -88,7 +90,10 @@ class RLConfig:
     max_new_tokens: int = _f(256, "longest completion (max_completion_length)")
     temperature: float = _f(1.0, "sampling temperature of the rollouts (and of the training log-probs)")
     top_p: float = _f(1.0, "nucleus sampling of the rollouts")
-    stop: str = _f("</answer>", "stop string that ends a completion (empty = only EOS)")
+    stop: str = _f("", "opt-in stop string that also ends a rollout (e.g. </answer>); empty = the protocol's "
+                       "rule (official: only EOS or max_new_tokens; unift: </answer>). A stop string saves "
+                       "rollout time, but the model then never samples EOS after its answer and, served "
+                       "without that stop string, runs on until its budget")
     generation_batch_size: int = _f(64, "sequences generated at once")
     updates_per_step: int = _f(1, "optimizer updates per rollout batch (PPO mini-batches)")
     epochs: int = _f(1, "passes over each rollout batch (PPO epochs)")
@@ -105,6 +110,11 @@ class RLConfig:
     rollout_backend: str = _f("hf", "hf: the built-in bf16 KV-cache sampler; vllm: a vLLM engine in the "
                                     "training process (needs the vllm extra)", choices=("hf", "vllm"))
     vllm_kv_cache_gb: float = _f(4.0, "vllm: KV cache size in GB on CPU (VLLM_CPU_KVCACHE_SPACE)")
+    normalizer: str = _f("unift", "loss arithmetic: unift (policy, entropy and hint terms divided by token counts "
+                                  "of the whole mini-batch: the gradient does not depend on train.micro_batch_size) "
+                                  "or official (verl's actor: each term a masked mean per micro-batch divided by the "
+                                  "number of micro-batches, hint logits clamped to +-100, no length sorting or "
+                                  "pruning: the result depends on train.micro_batch_size)", choices=NORMALIZERS)
     tis_cap: float = _f(2.0, "truncated importance sampling: weight min(pi_old/pi_sampler, cap) per token "
                              "corrects the sampler/trainer mismatch (bf16 rollouts, vLLM); 0 = off")
 
@@ -187,6 +197,11 @@ class Config:
                                     "(embedded) or tiny (random, for tests)")
     output_dir: str = _f("runs/unift", "where checkpoints, logs and the final model go")
     seed: int = _f(0, "seed for data order, initialisation and sampling")
+    protocol: str = _f("official", "how responses end and answers are read, in training rewards and every "
+                                   "evaluation: official (generate until EOS or the budget, no stop string; "
+                                   "answers read as the official UFT scorers do, e.g. Countdown and MATH only "
+                                   "from the last line) or unift (stop at </answer>; unift's scorers, which "
+                                   "also read \\boxed{} and check maths symbolically)", choices=PROTOCOLS)
     resume: bool = _f(False, "continue from the latest checkpoint in output_dir")
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -266,7 +281,9 @@ def _build(cls: type, values: Any, where: str) -> Any:
             kwargs[key] = _coerce(value, typ, path)
             choices = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("choices")
             if choices and kwargs[key] not in choices:
-                raise UserError(f"{path}: unknown value '{kwargs[key]}'{suggest(kwargs[key], choices)}")
+                close = suggest(kwargs[key], choices)
+                hint = close if "did you mean" in close else ""
+                raise UserError(f"{path}: unknown value '{kwargs[key]}' (allowed: {', '.join(choices)}){hint}")
     return cls(**kwargs)
 
 
@@ -355,6 +372,9 @@ def validate(cfg: Config) -> Config:
         (r.epsilon > 0 and r.epsilon_high >= 0, "rl.epsilon must be positive and rl.epsilon_high >= 0"),
         (r.tis_cap == 0 or r.tis_cap >= 1, f"rl.tis_cap must be 0 (off) or at least 1, got {r.tis_cap}"),
         (r.kl_coef >= 0 and r.entropy_coef >= 0, "rl.kl_coef and rl.entropy_coef must be >= 0"),
+        (r.normalizer == "unift" or r.loss_aggregation == "token-mean",
+         f"rl.normalizer=official computes verl's token mean per micro-batch; it needs rl.loss_aggregation="
+         f"token-mean, not {r.loss_aggregation}"),
         (r.vllm_kv_cache_gb >= 1, "rl.vllm_kv_cache_gb must be at least 1"),
         (0 <= h.p_low <= h.p_high <= 1, "hints: need 0 <= p_low <= p_high <= 1"),
         (h.t_hint >= 0, "hints.t_hint must be >= 0"),

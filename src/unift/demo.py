@@ -51,8 +51,8 @@ def _evaluate(model_name: str, data: Path, label: str) -> dict:
     started = time.time()
     results = evaluate_model(model_name, str(data), max_new_tokens=MAX_NEW_TOKENS, batch_size=50)
     o = results["overall"]
-    print(f"[demo] {label}: pass@1 {100 * o['pass@1']:.1f}%, formatted {100 * o['formatted']:.1f}% "
-          f"({time.time() - started:.0f} s)")
+    print(f"[demo] {label}: pass@1 {100 * o['pass@1']:.1f}%, formatted {100 * o['formatted']:.1f}%, "
+          f"stopped with EOS {100 * o['stopped']:.0f}% ({time.time() - started:.0f} s)")
     return results
 
 
@@ -94,11 +94,13 @@ def run_demo(method: str = "uft", steps: int = 0, eval_n: int = 0, model: str = 
 
     write_report(before, out / "eval_before", title="base model")
     write_report(after, out / "eval_after", title=f"after {method}")
-    table = ("| model | held-out Countdown pass@1 | well-formatted |\n|---|---|---|\n"
-             f"| SmolLM2-135M-Instruct (base) | {100 * before['overall']['pass@1']:.1f}% "
-             f"| {100 * before['overall']['formatted']:.1f}% |\n"
-             f"| after {method.upper()} ({steps} steps) | {100 * after['overall']['pass@1']:.1f}% "
-             f"| {100 * after['overall']['formatted']:.1f}% |\n")
+    table = ("| model | held-out Countdown pass@1 | well-formatted | stopped with EOS |\n|---|---|---|---|\n"
+             + "".join(f"| {label} | {100 * r['overall']['pass@1']:.1f}% | {100 * r['overall']['formatted']:.1f}% "
+                       f"| {100 * r['overall']['stopped']:.0f}% |\n"
+                       for label, r in (("SmolLM2-135M-Instruct (base)", before),
+                                        (f"after {method.upper()} ({steps} steps)", after)))
+             + f"\nprotocol official: greedy, {MAX_NEW_TOKENS} new tokens, no stop string, answers read as the "
+               f"official UFT scorer does (last line)\n")
     summary = {"status": "done", "method": method, "steps": steps, "eval_n": eval_n,
                "before": before["overall"], "after": after["overall"], "train_seconds": train_seconds,
                "total_seconds": time.time() - started}

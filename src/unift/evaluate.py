@@ -1,9 +1,18 @@
-"""Evaluation: greedy pass@1 and sampled avg@k with task rewards, broken down by data_source.
+"""Evaluation: greedy pass@1 and sampled avg@k under a protocol, broken down by data_source.
 
+The protocol (`unift.protocol`, default official) says how a response ends and how its answer
+is read: under official every response is generated until EOS (or the chat template's end of
+turn) or `max_new_tokens`, with no stop string, and scored as the official UFT scorers do.
 Accuracy counts responses whose reward is exactly 1.0 (as in the UFT paper); "formatted"
-counts responses whose answer could be parsed (reward > 0). avg@k is the mean accuracy over k
-samples per prompt at the given temperature (the DFT paper's "mean_acc"), kept apart from the
-greedy pass@1 ("acc"). Evaluation never uses hints.
+counts responses whose answer could be parsed (reward > 0); "stopped" counts responses that
+ended with EOS / end of turn by themselves (a response cut at a stop string or at the budget did
+not), and `finish_reasons` counts eos / stop / length. avg@k is the mean accuracy over k samples
+per prompt at the given temperature (the DFT paper's "mean_acc"), kept apart from the greedy
+pass@1 ("acc"). Evaluation never uses hints.
+
+Every evaluated response (greedy and each avg@k sample) is kept as a record: row, sample,
+data_source, response, finish reason, token count, extracted answer, reward, reason;
+`write_report` writes them to records.jsonl beside results.json.
 """
 
 from __future__ import annotations
@@ -11,88 +20,93 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from unift.data.loading import row_name
 from unift.data.render import render_prompt
-from unift.engine import HFEngine, SamplingParams, cast_parameters, completion_text
+from unift.engine import Completion, HFEngine, SamplingParams, cast_parameters, completion_text
 from unift.errors import UserError
-from unift.tasks import get_task
+from unift.protocol import check, check_ground_truth, score, stop_strings
 from unift.tasks.base import CORRECT_SCORE, Example
 
+FINISH_REASONS = ("eos", "stop", "length")
 
-def evaluate(model, tokenizer, examples: list[Example], *, template: str = "auto", max_new_tokens: int = 256,
-             batch_size: int = 32, k: int = 0, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-             dtype=None, max_prompt_tokens: int = 0, keep_samples: int = 5) -> dict[str, Any]:
-    """Score `model` on `examples`; returns {"overall": {...}, "by_source": {...}, "samples": [...]}."""
-    for i, ex in enumerate(examples):
-        if not ex.task:
-            raise UserError(f"evaluation row {i} has no task (no data_source column): pass --task")
-        if ex.ground_truth is None:
-            raise UserError(f"evaluation row {i} has no ground truth (column ground_truth or "
-                            f"reward_model.ground_truth)")
-    tasks = {ex.task: get_task(ex.task) for ex in examples}
 
-    def score(i: int, text: str):
-        ex = examples[i]
-        try:
-            return tasks[ex.task].score(text, ex.ground_truth)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise UserError(f"evaluation row {i}: malformed ground truth for task {ex.task} "
-                            f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-
-    for i in range(len(examples)):  # malformed ground truths fail now, not after generation
-        score(i, "<answer> 0 </answer>")
+def evaluate(model, tokenizer, examples: list[Example], *, protocol: str = "official", template: str = "auto",
+             max_new_tokens: int = 256, batch_size: int = 32, k: int = 0, temperature: float = 1.0,
+             top_p: float = 1.0, seed: int = 0, dtype=None, max_prompt_tokens: int = 0,
+             keep_samples: int = 5) -> dict[str, Any]:
+    """Score `model` on `examples`; returns {"overall": {...}, "by_source": {...}, "samples": [...],
+    "records": [...], ...}: `samples` the first `keep_samples` greedy records (for a quick look)."""
+    check_rows(protocol, examples)
     prompts = [render_prompt(ex, tokenizer, template, max_prompt_tokens=max_prompt_tokens,
                              where=f"evaluation row {i}").input_ids for i, ex in enumerate(examples)]
     engine = HFEngine(model, tokenizer, batch_size=batch_size, dtype=dtype)
+    stops = stop_strings(protocol)
 
     started = time.perf_counter()
-    greedy = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))
+    greedy = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0, stop=stops))
     sampled = []
     if k > 0:
         sampled = engine.generate(prompts, SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature,
-                                                          top_p=top_p, n=k, seed=seed))
+                                                          top_p=top_p, n=k, seed=seed, stop=stops))
     seconds = time.perf_counter() - started
 
-    per_source: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    samples = []
-    for i, (ex, comp) in enumerate(zip(examples, greedy)):
-        text = completion_text(tokenizer, comp)
-        reward = score(i, text)
-        row = per_source[ex.data_source or ex.task]
-        row["n"] += 1
-        row["correct"] += reward.score >= CORRECT_SCORE
-        row["formatted"] += reward.score > 0
-        row["tokens"] += len(comp.token_ids)
-        if len(samples) < keep_samples:
-            samples.append({"data_source": ex.data_source, "response": text, "reward": reward.score,
-                            "answer": reward.answer})
-    for comp in sampled:
-        ex = examples[comp.prompt_index]
-        score_ = score(comp.prompt_index, completion_text(tokenizer, comp)).score
-        per_source[ex.data_source or ex.task]["sampled_correct"] += score_ >= CORRECT_SCORE
-
-    def summarise(row: dict[str, float]) -> dict[str, float]:
-        n = row["n"]
-        out = {"n": int(n), "pass@1": row["correct"] / n, "formatted": row["formatted"] / n,
-               "mean_tokens": row["tokens"] / n}
-        if k > 0:
-            out[f"avg@{k}"] = row["sampled_correct"] / (n * k)
-        return out
-
-    total: dict[str, float] = defaultdict(float)
-    for row in per_source.values():
-        for key, value in row.items():
-            total[key] += value
-    return {"overall": summarise(total), "by_source": {s: summarise(r) for s, r in sorted(per_source.items())},
-            "seconds": seconds, "k": k, "temperature": temperature, "max_new_tokens": max_new_tokens,
-            "samples": samples}
+    records = [_record(protocol, examples, tokenizer, c, None) for c in greedy]
+    records += [_record(protocol, examples, tokenizer, c, j % k) for j, c in enumerate(sampled)]
+    per_source: dict[str, list[dict]] = defaultdict(list)
+    for rec in records:
+        per_source[rec["data_source"]].append(rec)
+    return {"overall": summarise(records, k), "by_source": {s: summarise(r, k) for s, r in sorted(per_source.items())},
+            "protocol": protocol, "stop": list(stops), "seconds": seconds, "k": k, "temperature": temperature,
+            "max_new_tokens": max_new_tokens, "samples": records[:min(keep_samples, len(greedy))],
+            "records": records}
 
 
-def evaluate_model(model_name: str, data: str, *, task: str = "", limit: int = 0, k: int = 0,
-                   temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32,
+def check_rows(protocol: str, examples: list[Example]) -> None:
+    """Malformed rows fail now, in one line, not after minutes of generation."""
+    check(protocol)
+    for i, ex in enumerate(examples):
+        where = row_name(ex, f"evaluation row {i}")
+        if not ex.task:
+            raise UserError(f"{where} has no task (no data_source column): pass --task")
+        if ex.ground_truth is None:
+            raise UserError(f"{where} has no ground truth (column ground_truth or reward_model.ground_truth)")
+        check_ground_truth(protocol, ex, where)
+
+
+def _record(protocol: str, examples: list[Example], tokenizer, c: Completion, sample: int | None) -> dict[str, Any]:
+    ex = examples[c.prompt_index]
+    text = completion_text(tokenizer, c)
+    reward = score(protocol, ex, text)
+    return {"row": c.prompt_index, "sample": sample, "data_source": ex.data_source or ex.task, "response": text,
+            "finish_reason": c.finish_reason, "tokens": len(c.token_ids), "answer": reward.answer,
+            "reward": reward.score, "reason": reward.reason}
+
+
+def summarise(records: list[dict], k: int) -> dict[str, Any]:
+    """pass@1, formatted, stopped, mean tokens and finish reasons of the greedy records; avg@k of
+    the sampled ones."""
+    greedy = [r for r in records if r["sample"] is None]
+    n = len(greedy)
+    reasons = Counter(r["finish_reason"] for r in greedy)
+    out: dict[str, Any] = {
+        "n": n,
+        "pass@1": sum(r["reward"] >= CORRECT_SCORE for r in greedy) / n,
+        "formatted": sum(r["reward"] > 0 for r in greedy) / n,
+        "stopped": reasons["eos"] / n,
+        "mean_tokens": sum(r["tokens"] for r in greedy) / n,
+        "finish_reasons": {reason: reasons[reason] for reason in FINISH_REASONS},
+    }
+    if k > 0:
+        out[f"avg@{k}"] = sum(r["reward"] >= CORRECT_SCORE for r in records if r["sample"] is not None) / (n * k)
+    return out
+
+
+def evaluate_model(model_name: str, data: str, *, protocol: str = "official", task: str = "", limit: int = 0,
+                   k: int = 0, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32,
                    template: str = "auto", precision: str = "auto", device: str = "auto", seed: int = 0,
                    max_prompt_tokens: int = 0, check_out: Path | None = None) -> dict[str, Any]:
     """Load data and model by name and evaluate; the model runs wholly in the compute dtype
@@ -102,6 +116,7 @@ def evaluate_model(model_name: str, data: str, *, task: str = "", limit: int = 0
     from unift.models import load_model
 
     examples = load_examples(data, limit=limit, task=task)
+    check_rows(protocol, examples)
     if check_out is not None:  # fail before minutes of generation, not after
         from unift.train.setup import create_dir
 
@@ -110,19 +125,24 @@ def evaluate_model(model_name: str, data: str, *, task: str = "", limit: int = 0
     model, tokenizer = load_model(model_name)
     dtype = autocast_dtype(precision, dev)
     cast_parameters(model.to(dev), dtype or model.dtype)
-    return evaluate(model, tokenizer, examples, template=template, max_new_tokens=max_new_tokens,
-                    batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
+    return evaluate(model, tokenizer, examples, protocol=protocol, template=template,
+                    max_new_tokens=max_new_tokens, batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
                     max_prompt_tokens=max_prompt_tokens)
 
 
 def markdown_table(results: dict[str, Any], title: str = "") -> str:
     k = results.get("k", 0)
-    cols = ["data_source", "n", "pass@1", "formatted"] + ([f"avg@{k}"] if k else [])
-    lines = ([f"### {title}", ""] if title else []) + ["| " + " | ".join(cols) + " |",
-                                                       "|" + "---|" * len(cols)]
+    cols = ["data_source", "n", "pass@1", "formatted", "stopped"] + ([f"avg@{k}"] if k else [])
+    lines = [f"### {title}", ""] if title else []
+    if results.get("protocol"):
+        stop = ", ".join(results.get("stop") or []) or "none"
+        lines += [f"protocol: {results['protocol']} (stop strings: {stop}; budget {results.get('max_new_tokens')} "
+                  f"tokens)", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     rows = list(results["by_source"].items()) + [("**all**", results["overall"])]
     for name, r in rows:
-        cells = [name, str(r["n"]), f"{100 * r['pass@1']:.1f}%", f"{100 * r['formatted']:.1f}%"]
+        cells = [name, str(r["n"]), f"{100 * r['pass@1']:.1f}%", f"{100 * r['formatted']:.1f}%",
+                 f"{100 * r['stopped']:.1f}%" if "stopped" in r else "-"]
         if k:
             cells.append(f"{100 * r[f'avg@{k}']:.1f}%")
         lines.append("| " + " | ".join(cells) + " |")
@@ -130,10 +150,14 @@ def markdown_table(results: dict[str, Any], title: str = "") -> str:
 
 
 def write_report(results: dict[str, Any], out_dir: Path, title: str = "") -> None:
-    """results.json and results.md in out_dir, each written atomically."""
+    """results.json (without the records), results.md and records.jsonl (one line per evaluated
+    response) in out_dir, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in (("results.json", json.dumps(results, indent=1)),
-                       ("results.md", markdown_table(results, title))):
+    summary = {key: value for key, value in results.items() if key != "records"}
+    records = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in results.get("records", []))
+    for name, text in (("results.json", json.dumps(summary, indent=1)),
+                       ("results.md", markdown_table(results, title)),
+                       ("records.jsonl", records)):
         tmp = out_dir / f".{name}.tmp-{os.getpid()}"
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out_dir / name)

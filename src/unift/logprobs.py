@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+LOGIT_CLAMP = 100.0
+
 
 def final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:
     """What some architectures apply after the head (Cohere's logit_scale, Gemma's soft-capping)."""
@@ -45,11 +47,15 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 
 def sequence_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                   mask: torch.Tensor, temperature: float = 1.0, entropy_grad: bool = False,
-                                  with_entropy: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                                  with_entropy: bool = True, clamp_mask: torch.Tensor | None = None,
+                                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs as `sequence_logprobs` and the entropy of the next-token distribution, [B, T-1] each.
 
     Logits are divided by `temperature` (the sampling temperature, as TRL/verl do for RL).
     The entropy carries a gradient only when `entropy_grad` (an entropy bonus is trained).
+    clamp_mask: [B, T-1] bool, positions (a subset of mask) whose logits are clamped to
+    [-LOGIT_CLAMP, LOGIT_CLAMP] after the temperature, as the official UFT actor does for the
+    hint log-likelihood (rl.normalizer=official).
     """
     # a model sharded with FSDP2 runs this inside its forward hooks (unift.train.sharding)
     sharded_forward = getattr(model, "unift_picked_logits", None)
@@ -57,6 +63,9 @@ def sequence_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask
         else picked_logits(model, input_ids, attention_mask, mask)                          # [N, V]
     if temperature != 1.0:
         logits = logits / temperature
+    if clamp_mask is not None and bool(clamp_mask.any()):
+        rows = clamp_mask[mask][:, None]                                                     # [N, 1]
+        logits = torch.where(rows, logits.clamp(-LOGIT_CLAMP, LOGIT_CLAMP), logits)
     logp = -F.cross_entropy(logits, input_ids[:, 1:][mask], reduction="none")               # [N]
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=input_ids.device)
     if not with_entropy:

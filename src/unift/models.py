@@ -249,6 +249,21 @@ def _ensure_pad(model, tokenizer) -> None:
         generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+def add_end_tokens(model, token_ids: list[int]) -> None:
+    """Add `token_ids` to the model's generation_config.eos_token_id (kept first: the existing ids).
+
+    Training calls it with the token a response was trained to end with, so the saved
+    generation_config.json makes transformers' generate and vLLM stop on that token."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    config = getattr(target, "generation_config", None)
+    if config is None or not token_ids:
+        return
+    current = config.eos_token_id
+    ids = list(current) if isinstance(current, (list, tuple)) else ([] if current is None else [current])
+    ids += [int(i) for i in token_ids if int(i) not in ids]
+    config.eos_token_id = ids[0] if len(ids) == 1 else ids
+
+
 # ---------------------------------------------------------------------------------------------
 # the tiny test model
 

@@ -154,3 +154,13 @@ def test_truncated_is_weight_hand_computed():
     loss, _ = clipped_policy_loss(logp, old, adv, mask, normalizer=3.0, is_weight=w)
     loss.backward()
     assert torch.allclose(logp.grad, -w / 3.0)
+
+
+def test_k3_kl_is_clamped_as_verls_low_var_kl():
+    """exp(20) - 20 - 1 would be 4.9e8: verl's low_var_kl (and unift) clamp it to 10, no gradient there."""
+    logp = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    kl = kl_k3(logp, torch.tensor([[20.0, 0.5]]))
+    assert kl[0, 0].item() == 10.0
+    assert kl[0, 1].item() == pytest.approx(math.exp(0.5) - 0.5 - 1)
+    kl.sum().backward()
+    assert logp.grad[0, 0].item() == 0.0 and logp.grad[0, 1].item() != 0.0

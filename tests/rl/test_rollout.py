@@ -14,14 +14,14 @@ class CountingEngine(HFEngine):
         return super().generate(prompts, params)
 
 
-def test_full_hint_skips_the_engine(tiny):
+def test_finished_hint_skips_the_engine(tiny):
     model, tok = tiny
     engine = CountingEngine(model, tok)
-    params = SamplingParams(max_new_tokens=3, n=2, seed=0, stop=("</answer>",))
-    out = rollout(engine, [[5, 6], [7, 8], [9, 10]], ["", "x <answer> 1 </answer>", "half"], params, "</answer>")
+    params = SamplingParams(max_new_tokens=3, n=2, seed=0, stop=())
+    out = rollout(engine, [[5, 6], [7, 8], [9, 10]], [False, True, False], params)
     assert engine.calls == [2]                                        # only prompts 0 and 2 were generated
     assert [c.prompt_index for c in out] == [0, 0, 1, 1, 2, 2]
-    assert out[2].token_ids == [] and out[3].finish_reason == "stop"
+    assert out[2].token_ids == [] and out[3].finish_reason == "eos"
     assert all(len(c.token_ids) == 3 for i, c in enumerate(out) if i not in (2, 3))
 
 

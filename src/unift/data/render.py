@@ -63,8 +63,12 @@ def encode(tokenizer, text: str) -> list[int]:
 
 
 def render_prompt(example: Example, tokenizer, template: str = "auto", hint: str = "",
-                  max_prompt_tokens: int = 0, where: str = "") -> Rendered:
-    """Prompt tokens (PROMPT) followed by an optional hint (HINT), for generation."""
+                  max_prompt_tokens: int = 0, where: str = "", finished: bool = False) -> Rendered:
+    """Prompt tokens (PROMPT) followed by an optional hint (HINT), for generation.
+
+    finished: the hint is a whole reference response, so the end of response (EOS, or the chat
+    template's end of turn) follows it as HINT tokens too: the hint log-likelihood then trains
+    the model to stop after its answer, and there is nothing left to generate."""
     ids = encode(tokenizer, prompt_text(example, tokenizer, template))
     bos = tokenizer.bos_token_id
     if (resolve_template(example, template) == "plain" and getattr(tokenizer, "add_bos_token", False)
@@ -74,6 +78,8 @@ def render_prompt(example: Example, tokenizer, template: str = "auto", hint: str
         raise UserError(f"{where or 'a prompt'} has {len(ids)} tokens, more than "
                         f"data.max_prompt_tokens={max_prompt_tokens}; raise the limit or drop the row")
     hint_ids = encode(tokenizer, hint)
+    if finished and hint:
+        hint_ids += end_of_response(example, tokenizer, template)
     return Rendered(ids + hint_ids, [PROMPT] * len(ids) + [HINT] * len(hint_ids))
 
 

@@ -32,7 +32,8 @@ loss by w_it = min(pi_old / pi_sampler, C), a constant.
 
 KL: the k3 estimator (Schulman 2020, "Approximating KL divergence") of KL(pi || pi_ref) per
 token, exp(ref - logp) - (ref - logp) - 1 >= 0, unbiased for samples from pi; used by GRPO,
-TRL (beta > 0) and the KL term of the official UFT code.
+TRL (beta > 0) and the KL term of the official UFT code, which clamps it to [-10, 10] (verl's
+`low_var_kl`); so does unift (a token past 10 then carries no KL gradient).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from unift.errors import UserError, suggest
 from unift.losses import masked_sum
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "dr-grpo")
+KL_CLAMP = 10.0
 
 
 def aggregate(values: torch.Tensor, mask: torch.Tensor, aggregation: str, normalizer: float) -> torch.Tensor:
@@ -112,12 +114,13 @@ def clipped_policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: 
 
 
 def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(pi || pi_ref): exp(ref - logp) - (ref - logp) - 1. [B, T] -> [B, T].
+    """Per-token k3 estimate of KL(pi || pi_ref): exp(ref - logp) - (ref - logp) - 1, clamped to
+    [-10, 10] as verl's low_var_kl. [B, T] -> [B, T].
 
     Gradient flows through logp only; ref_logp is treated as a constant.
     """
     delta = ref_logp.detach() - logp                               # [B, T]
-    return torch.exp(delta) - delta - 1.0
+    return (torch.exp(delta) - delta - 1.0).clamp(min=-KL_CLAMP, max=KL_CLAMP)
 
 
 def truncated_is_weight(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:

@@ -2,9 +2,11 @@
 
 Two savings that change no loss value and no gradient (tested in tests/rl/test_rollout.py):
 
-- `rollout`: a prompt whose hint already contains the stop string (with `hints.answer_piece`
-  the full hint is the whole reference) is not sent to the engine; its group gets empty
-  completions that end with "stop", scored on the hint alone.
+- `rollout`: a prompt whose hint is already a finished response is not sent to the engine;
+  its group gets empty completions, scored on the hint alone. With `hints.answer_piece` the
+  full hint is the whole reference followed by the end of response (EOS), so it is finished;
+  so is a hint that holds an opt-in stop string (`rl.stop`). Nothing is forced into a
+  completion: the hint's EOS is trained by the hint log-likelihood, not by the policy term.
 - `prune_for_update`: a group whose rewards are all equal has zero advantage, so its policy
   term is exactly 0 (no KL or entropy term given); only its hint log-likelihood remains, and
   that needs one copy of prompt + hint, not n copies with completions. In a group that does
@@ -33,19 +35,18 @@ class Sequence:
     old_logp: torch.Tensor | None = None  # pi_old of the GENERATED tokens when several updates share a batch
 
 
-def rollout(engine, prompts: list[list[int]], hints: list[str], params: SamplingParams,
-            stop: str) -> list[Completion]:
-    """params.n completions per prompt, grouped by prompt; hints that already hold `stop` skip the engine."""
-    done = [bool(stop) and stop in h for h in hints]
-    todo = [i for i, d in enumerate(done) if not d]
+def rollout(engine, prompts: list[list[int]], finished: list[bool], params: SamplingParams) -> list[Completion]:
+    """params.n completions per prompt, grouped by prompt; finished prompts skip the engine and get
+    empty completions with finish reason "eos" (their response ended inside the hint)."""
+    todo = [i for i, done in enumerate(finished) if not done]
     if params.seeds is not None:
         params = replace(params, seeds=[params.seeds[i] for i in todo])
     generated = engine.generate([prompts[i] for i in todo], params) if todo else []
     out: list[Completion] = []
     it = iter(generated)
-    for i, d in enumerate(done):
+    for i, done in enumerate(finished):
         for _ in range(params.n):
-            c = Completion(prompt_index=i, finish_reason="stop") if d else next(it)
+            c = Completion(prompt_index=i, finish_reason="eos") if done else next(it)
             c.prompt_index = i
             out.append(c)
     return out

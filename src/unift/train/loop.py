@@ -24,10 +24,11 @@ import torch
 from unift import losses
 from unift.config import Config
 from unift.data.batching import collate
-from unift.data.render import TARGET, Rendered
+from unift.data.render import TARGET, Rendered, end_of_response
 from unift.device import autocast
 from unift.errors import UserError
 from unift.logprobs import sequence_logprobs
+from unift.models import add_end_tokens
 from unift.train.faults import kill_point
 from unift.train.distributed import current_world
 from unift.train.run import Run
@@ -53,6 +54,8 @@ def train(cfg: Config) -> Path:
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
     world = current_world()
     data = render_all(examples, tokenizer, cfg)
+    # every target ends with this token: name it in generation_config.json, so plain clients stop on it
+    add_end_tokens(model, end_of_response(examples[0], tokenizer, cfg.data.template)[:1])
     create_dir(output_dir)
 
     steps_per_epoch = math.ceil(len(data) / cfg.train.batch_size)

@@ -5,12 +5,30 @@
         hints     <- per prompt a prefix of its reference solution: chunks ~ Binomial(num, p(t))
                      (UFT, cosine p(t)), Uniform(0..num) (R3), per-prompt adaptive, or none (RFT);
                      one hint shared by the prompt's whole group
-        rollout   <- rl.num_generations completions per prompt continuing prompt + hint (no grad);
-                     the sampler returns the log-prob of every sampled token (a hint that already
-                     holds the stop string is not generated: unift.rl.rollout)
-        scoring   <- task reward of hint + completion; group-normalised advantages
+        rollout   <- rl.num_generations completions per prompt continuing prompt + hint (no grad),
+                     each until EOS or rl.max_new_tokens; the sampler returns the log-prob of every
+                     sampled token (a hint that is already a finished response is not generated)
+        scoring   <- reward of hint + completion under `protocol`; group-normalised advantages
         update    <- per mini-batch (whole groups, zero-advantage completions left out):
                      micro-batches -> uft_loss -> backward -> AdamW step
+
+How a trained model learns to stop (so transformers, vLLM or a chat UI, with no stop string,
+see the answer and then the end). Three parts, none of which trains a token the policy did not
+sample, so the update stays on-policy:
+- rollouts run until the model samples EOS (or the chat template's end-of-turn token, which the
+  engine stops on too) or hit rl.max_new_tokens; the sampled EOS is a GENERATED token like any
+  other and gets the completion's advantage. A stop string (`rl.stop`, or protocol=unift's
+  `</answer>`) would cut every rollout before EOS could be sampled, so the model would never be
+  trained to stop: it is an opt-in speed knob only.
+- under protocol=official the reward reads the answer from the last line of the response
+  (`unift.tasks.official`): a completion that goes on after its answer line earns nothing, one
+  that ends there earns the reward, so the advantage favours EOS right after the answer.
+- with hints.answer_piece a full hint is the whole reference response followed by EOS, as HINT
+  tokens: the hint log-likelihood (beta) teaches the end like SFT does, as forced text, never as
+  a sampled action. Such a finished hint is not sent to the sampler.
+The token that ended the full hint (EOS for plain prompts, the end of turn for chat prompts) is
+added to the model's generation_config.eos_token_id, which is saved with every checkpoint and
+final model, so plain clients stop on the token that was trained.
 
 Deviations from the textbook, stated as nanochat does: with one update per rollout batch pi_old
 is the trainer's own log-prob of the same forward pass, detached (ratio 1, no extra pass); with
@@ -31,19 +49,20 @@ import torch
 from unift.config import Config
 from unift.data.batching import collate
 from unift.data.loading import load_examples, row_name
-from unift.data.render import GENERATED, HINT, Rendered, render_prompt
+from unift.data.render import GENERATED, HINT, Rendered, end_of_response, render_prompt
 from unift.device import autocast
 from unift.engine import HFEngine, SamplingParams, completion_text
 from unift.errors import UserError
 from unift.logprobs import sequence_logprobs, sequence_logprobs_and_entropy
 from unift.lora import disabled_adapter
+from unift.models import add_end_tokens
+from unift.protocol import check_ground_truth, score, stop_strings
 from unift.rl.advantages import group_advantages, zero_std_fraction
 from unift.rl.hints import (AdaptiveHints, cosine_hint_fraction, hint_for, num_chunks, official_stage_chunks,
                             sample_chunks_binomial, sample_chunks_uniform, with_answer_piece)
 from unift.rl.objective import uft_loss
 from unift.rl.policy_loss import truncated_is_weight
 from unift.rl.rollout import Sequence, prune_for_update, rollout
-from unift.tasks import get_task
 from unift.tasks.base import CORRECT_SCORE
 from unift.train.distributed import World, current_world
 from unift.train.faults import kill_point
@@ -62,22 +81,13 @@ def load_rl_data(cfg: Config):
         if ex.ground_truth is None:
             raise UserError(f"{where}: no ground truth for the reward (column ground_truth "
                             f"or reward_model.ground_truth)")
-        _check_ground_truth(ex, where)
+        check_ground_truth(cfg.protocol, ex, where)
         if cfg.method in ("uft", "r3") and not ex.pieces:
             raise UserError(f"{where}: {cfg.method} needs reference solution pieces "
                             f"(column 'hint') to cut hints from")
         if cfg.hints.answer_piece:
             ex.pieces = with_answer_piece(ex.pieces, ex.completion)
     return examples
-
-
-def _check_ground_truth(ex, where: str) -> None:
-    """Score an empty response now, so a malformed ground truth fails before the model is loaded."""
-    try:
-        get_task(ex.task).score("", ex.ground_truth)
-    except (ValueError, KeyError, TypeError) as exc:
-        detail = f"no key {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{where}: malformed ground truth for task {ex.task} ({detail}); fix or remove the row") from None
 
 
 def choose_chunks(cfg: Config, step: int, num: int, prompt_id: int, rng: random.Random,
@@ -102,8 +112,9 @@ def train_rl(cfg: Config) -> Path:
         if not vllm_available():
             raise UserError(INSTALL_HINT)
     examples = load_rl_data(cfg)
-    tasks = {ex.task: get_task(ex.task) for ex in examples}
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
+    # the token a finished hint ends with is the one served clients must stop on (generation_config.json)
+    add_end_tokens(model, end_of_response(examples[0], tokenizer, cfg.data.template)[:1])
     world = current_world()
     if cfg.rl.prompts_per_step % (cfg.rl.updates_per_step * world.size):
         raise UserError(f"rl.prompts_per_step={cfg.rl.prompts_per_step} must be divisible by rl.updates_per_step x "
@@ -140,8 +151,9 @@ def train_rl(cfg: Config) -> Path:
         return {"adaptive_hints": adaptive.state_dict() if adaptive else None}
 
     engine = build_engine(cfg, model, tokenizer, amp, output_dir)
+    stops = stop_strings(cfg.protocol, r.stop)  # official: none, a rollout ends with EOS or max_new_tokens
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
-                            n=r.num_generations, stop=(r.stop,) if r.stop else ())
+                            n=r.num_generations, stop=stops)
 
     try:
         while step < total:
@@ -149,28 +161,29 @@ def train_rl(cfg: Config) -> Path:
             # ---- 1. prompts and hints
             ids, next_cursor = cursor.take(r.prompts_per_step, len(examples), cfg.seed, cfg.data.shuffle)
             rng = random.Random(cfg.seed * 1_000_003 + step)
-            chunks = [choose_chunks(cfg, step, num_chunks(examples[i].pieces, cfg.hints.max_chunks), i, rng, adaptive)
-                      for i in ids]
+            nums = [num_chunks(examples[i].pieces, cfg.hints.max_chunks) for i in ids]
+            chunks = [choose_chunks(cfg, step, num, i, rng, adaptive) for i, num in zip(ids, nums)]
             hints = [hint_for(examples[i].pieces, k, cfg.hints.max_chunks) if k else "" for i, k in zip(ids, chunks)]
-            batch_prompts = [render_prompt(examples[i], tokenizer, cfg.data.template, hint=h)
-                             if h else prompts[i] for i, h in zip(ids, hints)]
+            # a full hint with the answer piece is the whole reference: it ends with EOS and is not generated on
+            finished = [bool(h) and ((cfg.hints.answer_piece and k == num) or any(x in h for x in stops))
+                        for h, k, num in zip(hints, chunks, nums)]
+            batch_prompts = [render_prompt(examples[i], tokenizer, cfg.data.template, hint=h, finished=f)
+                             if h else prompts[i] for i, h, f in zip(ids, hints, finished)]
             # ---- 2. rollout (no grad) with the current weights: this rank's prompt groups
             engine.sync_weights()
             params.seeds = [(cfg.seed * 7919 + step) * 100_003 + g for g in mine]  # independent of batching/ranks
-            completions = rollout(engine, [batch_prompts[g].input_ids for g in mine], [hints[g] for g in mine],
-                                  params, r.stop)
+            completions = rollout(engine, [batch_prompts[g].input_ids for g in mine], [finished[g] for g in mine],
+                                  params)
             for c in completions:  # local prompt index -> position in the step's global batch
                 c.prompt_index = mine[c.prompt_index]
             t1 = time.perf_counter()
             kill_point("rollout", step + 1)  # test hook (unift.train.faults); a no-op otherwise
             # ---- 3. scoring and advantages
-            scored = [(tasks[examples[ids[c.prompt_index]].task].score(
-                hints[c.prompt_index] + completion_text(tokenizer, c), examples[ids[c.prompt_index]].ground_truth).score,
-                len(c.token_ids), c.finish_reason == "length") for c in completions]
-            rewards, lengths, clipped = (torch.tensor(column, dtype=torch.float32) for column in
-                                         zip(*in_global_order(world, everyone, scored, r.num_generations)))  # [P * n] each
+            scored = score_rollouts(cfg.protocol, [examples[i] for i in ids], hints, completions, tokenizer)
+            rewards, lengths, clipped, ended, own = (torch.tensor(column, dtype=torch.float32) for column in
+                                                     zip(*in_global_order(world, everyone, scored, r.num_generations)))
             advantages = group_advantages(rewards, r.num_generations, r.scale_rewards)  # [P * n]
-            correct = (rewards >= CORRECT_SCORE).float()
+            correct = (rewards >= CORRECT_SCORE).float()                             # [P * n]
             if adaptive is not None:
                 for g, i in enumerate(ids):
                     adaptive.update(i, chunks[g], float(correct[g * r.num_generations:(g + 1) * r.num_generations].mean()))
@@ -190,7 +203,8 @@ def train_rl(cfg: Config) -> Path:
             hint_tokens = [p.roles.count(HINT) for p in batch_prompts]
             metrics = {
                 "reward": float(rewards.mean()), "reward_std": float(rewards.std()),
-                "accuracy": float(correct.mean()),
+                "accuracy": float(correct.mean()),  # hint + completion, as the reward sees it
+                "accuracy_completion": float((correct * own).mean()),  # solved where the hint alone was not
                 "frac_reward_zero_std": zero_std_fraction(rewards, r.num_generations),
                 "hint_fraction": cosine_hint_fraction(step - 1, cfg.hints.p_high, cfg.hints.p_low, cfg.hints.t_hint)
                 if cfg.method == "uft" and cfg.hints.schedule == "cosine" else None,
@@ -199,6 +213,7 @@ def train_rl(cfg: Config) -> Path:
                 "completion_length_mean": float(lengths.mean()), "completion_length_min": float(lengths.min()),
                 "completion_length_max": float(lengths.max()),
                 "completion_clipped_ratio": float(clipped.mean()),
+                "completion_eos_ratio": float(ended.mean()),  # ended with EOS / end of turn (or a finished hint)
                 **stats,
                 "lr": scheduler.get_last_lr()[0],
                 "time_rollout_s": t1 - t0, "time_scoring_s": t2 - t1, "time_update_s": t3 - t2,
@@ -216,6 +231,17 @@ def train_rl(cfg: Config) -> Path:
     finally:
         if hasattr(engine, "close"):  # a vLLM engine: after the last collective (see VLLMEngine.close)
             engine.close()
+
+
+def score_rollouts(protocol: str, examples: list, hints: list[str], completions: list, tokenizer) -> list[tuple]:
+    """Per completion: (reward of hint + completion under `protocol`, generated tokens, cut by the
+    budget, ended with EOS, 1.0 if the hint alone does not already earn the full reward).
+
+    examples, hints: per prompt position of the step; completions carry their prompt_index."""
+    hint_solves = [bool(h) and score(protocol, ex, h).score >= CORRECT_SCORE for ex, h in zip(examples, hints)]
+    return [(score(protocol, examples[c.prompt_index], hints[c.prompt_index] + completion_text(tokenizer, c)).score,
+             len(c.token_ids), c.finish_reason == "length", c.finish_reason == "eos",
+             float(not hint_solves[c.prompt_index])) for c in completions]
 
 
 def build_engine(cfg: Config, model, tokenizer, amp, output_dir: Path):
@@ -250,9 +276,11 @@ def in_global_order(world: World, positions: list[int], values: list, n: int) ->
     return out
 
 
-def _micro_batches(seqs: list[Sequence], micro: int, pad_id, device):
-    """Length-sorted micro-batches: (sequences, batch, gen_mask [b, T-1], hint_mask [b, T-1])."""
-    order = sorted(range(len(seqs)), key=lambda j: len(seqs[j].rendered.input_ids))
+def _micro_batches(seqs: list[Sequence], micro: int, pad_id, device, sort: bool = True):
+    """Micro-batches, length-sorted unless `sort` is off: (sequences, batch, gen_mask [b, T-1], hint_mask [b, T-1])."""
+    order = list(range(len(seqs)))
+    if sort:
+        order.sort(key=lambda j: len(seqs[j].rendered.input_ids))
     for start in range(0, len(order), micro):
         part = [seqs[j] for j in order[start:start + micro]]
         batch = collate([s.rendered for s in part], pad_id, device)
@@ -281,8 +309,16 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
     """Optimizer updates on one rollout batch: rl.epochs x rl.updates_per_step mini-batches.
 
     prune: skip the work that cannot change the loss (see `unift.rl.rollout.prune_for_update`).
+
+    rl.normalizer=unift divides each term by a count over the whole mini-batch (all micro-batches and
+    ranks), so the gradient does not depend on the split. rl.normalizer=official is verl's actor in
+    the official UFT code: per micro-batch a masked token mean of each term (policy and entropy over
+    generated tokens, hint NLL over hint tokens with logits clamped to +-100, 0 without any), divided
+    by the number of micro-batches (x ranks: verl averages gradients over ranks); micro-batches in
+    rollout order, nothing pruned, so zero-advantage completions count in the means.
     """
     r, h = cfg.rl, cfg.hints
+    official = r.normalizer == "official"
     group = r.num_generations
     n_groups = len(sequences) // group
     per_update = n_groups // r.updates_per_step
@@ -297,17 +333,23 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
         gen_tokens, n_seqs = world.sum([gen_tokens, len(mini)])  # normalisers of the global mini-batch
         norms.append({"token-mean": max(1, gen_tokens), "seq-mean-token-mean": n_seqs,
                       "dr-grpo": n_seqs * r.max_new_tokens}[r.loss_aggregation])
-        minis.append(prune_for_update(mini, group, keep_all=not prune or r.kl_coef > 0 or r.entropy_coef > 0,
+        minis.append(mini if official else
+                     prune_for_update(mini, group, keep_all=not prune or r.kl_coef > 0 or r.entropy_coef > 0,
                                       hint_loss=beta > 0))
     _add(totals, "pruned_sequences", float(len(sequences) - sum(len(m) for m in minis)))
     if n_updates > 1:
         _set_old_logp(model, [s for m in minis for s in m], cfg, pad_id, device, amp)
     for _ in range(r.epochs):
-        for mini, policy_norm in zip(minis, norms):
-            hint_tokens = world.sum([sum(s.rendered.roles[1:].count(HINT) for s in mini)])[0]
-            micro = list(_micro_batches(mini, cfg.train.micro_batch_size, pad_id, device))
+        for mini, mini_norm in zip(minis, norms):
+            mini_hint_tokens = world.sum([sum(s.rendered.roles[1:].count(HINT) for s in mini)])[0]
+            micro = list(_micro_batches(mini, cfg.train.micro_batch_size, pad_id, device, sort=not official))
             catch_up(model, len(micro), device, amp, backward=True, reference=reference)  # FSDP2
+            n_micro = len(micro) * world.size
             for part, batch, gen_mask, hint_mask in micro:
+                policy_norm, hint_norm = mini_norm, max(1, mini_hint_tokens)
+                if official:  # masked means of this micro-batch, / number of micro-batches
+                    policy_norm = max(1.0, float(gen_mask.sum())) * n_micro
+                    hint_norm = max(1.0, float(hint_mask.sum())) * n_micro
                 sampler_logp = _scatter(gen_mask, torch.tensor([lp for s in part for lp in s.sampler_logp],
                                                                dtype=torch.float32, device=device))
                 advantages = torch.tensor([s.advantage for s in part], dtype=torch.float32, device=device)
@@ -317,7 +359,7 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                 with autocast(device, amp):
                     logp, entropy = sequence_logprobs_and_entropy(
                         model, batch.input_ids, batch.attention_mask, gen_mask | hint_mask, r.temperature,
-                        entropy_grad=r.entropy_coef > 0)
+                        entropy_grad=r.entropy_coef > 0, clamp_mask=hint_mask if official else None)
                     ref_logp = None
                     if reference is not None:
                         with torch.no_grad(), disabled_adapter(reference):
@@ -326,7 +368,7 @@ def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cf
                 old_logp = logp.detach() if n_updates == 1 else _scatter(gen_mask, torch.cat([s.old_logp for s in part]))
                 is_weight = truncated_is_weight(old_logp, sampler_logp, r.tis_cap) if r.tis_cap > 0 else None
                 loss, terms = uft_loss(logp, old_logp, advantages, policy_mask, hint_mask,
-                                       policy_normalizer=policy_norm, hint_normalizer=max(1, hint_tokens),
+                                       policy_normalizer=policy_norm, hint_normalizer=hint_norm,
                                        epsilon=r.epsilon, epsilon_high=r.epsilon_high or None,
                                        aggregation=r.loss_aggregation, beta=beta, hint_loss=h.loss,
                                        ref_logp=ref_logp, kl_coef=r.kl_coef, entropy=entropy,

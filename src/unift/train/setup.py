@@ -84,7 +84,7 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
 
 
 class PeriodicEval:
-    """Greedy pass@1 on the held-out set every `eval.every` steps, for learning curves."""
+    """Greedy pass@1 on the held-out set every `eval.every` steps under the run's protocol, for learning curves."""
 
     def __init__(self, cfg: Config, tokenizer, amp):
         from unift.data.loading import load_examples
@@ -100,10 +100,11 @@ class PeriodicEval:
         from unift.evaluate import evaluate
 
         e = self.cfg.eval
-        r = evaluate(model, self.tokenizer, self.examples, template=self.cfg.data.template,
+        r = evaluate(model, self.tokenizer, self.examples, protocol=self.cfg.protocol, template=self.cfg.data.template,
                      max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, dtype=self.amp,
                      max_prompt_tokens=self.cfg.data.max_prompt_tokens)
-        return {"eval_pass@1": r["overall"]["pass@1"], "eval_formatted": r["overall"]["formatted"]}
+        return {"eval_pass@1": r["overall"]["pass@1"], "eval_formatted": r["overall"]["formatted"],
+                "eval_stopped": r["overall"]["stopped"]}
 
 
 def load_policy(cfg: Config):
