@@ -2,15 +2,18 @@
 
 1. generate Countdown problems (three numbers) with reference solutions: a training set and a
    disjoint held-out set;
-2. evaluate the embedded SmolLM2-135M-Instruct on the held-out set (greedy pass@1);
+2. evaluate the embedded SmolLM2-135M-Instruct on the held-out set (greedy pass@1 under the
+   official protocol: generation until EOS or 128 new tokens, no stop string, the answer read
+   from the last line as the official UFT scorer does; also how many responses stopped with EOS);
 3. fine-tune it with UFT (default: online RL with hints that shrink to nothing, plus the hint
    log-likelihood term), or with SFT or DFT, through the regular training loops;
 4. evaluate the fine-tuned model on the same held-out set and print the before/after table.
 
 Sized to finish within 15 minutes on 2 CPU cores. The UFT settings are tuned for that budget,
 not the paper's (lr 1e-6, beta 0.001, 500 steps of 256 prompts): the base model never closes a
-response with `<answer>` tags, so hints carry the answer piece (hints.answer_piece) and the
-hint log-likelihood has weight 1.
+response with `<answer>` tags, so hints carry the answer piece (hints.answer_piece: a full hint
+is the whole reference followed by EOS) and the hint log-likelihood has weight 1; rollouts run
+to EOS, so the model is rewarded for stopping after its answer (unift.train.rl_loop).
 """
 
 from __future__ import annotations
