@@ -116,21 +116,15 @@ def load_rows(args: argparse.Namespace, tokenizer):
     from unift.data.loading import load_examples
     from unift.data.render import render_prompt
     from unift.errors import UserError
-    from unift.tasks.official import official_score
+    from unift.protocol import check_ground_truth
 
     try:
         examples = load_examples(str(Path(args.data).expanduser()), limit=args.limit)
         prompts = [render_prompt(ex, tokenizer, "auto").input_ids for ex in examples]
+        for i, ex in enumerate(examples):  # malformed rows and unknown sources fail here, before generation
+            check_ground_truth("official", ex, ex.extra.get("where", f"row {i}"))
     except UserError as exc:
         raise CheckError(str(exc)) from None
-    for i, ex in enumerate(examples):
-        try:  # every scorer reads the ground truth before the response: malformed rows fail here
-            official_score("", ex.ground_truth, data_source=ex.data_source, task=ex.task)
-        except UserError as exc:
-            raise CheckError(f"{ex.extra.get('where', f'row {i}')}: {exc}") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CheckError(f"{ex.extra.get('where', f'row {i}')}: malformed ground truth "
-                             f"({type(exc).__name__}: {exc})") from None
     return examples, prompts
 
 
