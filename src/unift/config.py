@@ -19,15 +19,10 @@ from typing import Any
 
 import yaml
 
+from unift.choices import (AGGREGATIONS, HINT_LOSSES, HINT_SCHEDULES, LR_SCHEDULES, METHODS, NORMALIZERS,
+                           OFFLINE_METHODS, PRECISIONS, PROTOCOLS, ROLLOUT_BACKENDS, SCALES, STRATEGIES, TEMPLATES)
 from unift.errors import UserError, suggest
 
-METHODS = ("sft", "dft", "rft", "uft", "r3")
-OFFLINE_METHODS = ("sft", "dft")
-HINT_SCHEDULES = ("cosine", "uniform", "staged", "adaptive")
-TEMPLATES = ("auto", "plain", "chat")
-PRECISIONS = ("auto", "bf16", "fp32")
-PROTOCOLS = ("official", "unift")
-NORMALIZERS = ("unift", "official")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -62,7 +57,7 @@ class TrainConfig:
     lr: float = _f(5e-5, "peak learning rate (AdamW)")
     min_lr_ratio: float = _f(0.0, "cosine decays to lr * min_lr_ratio")
     warmup_ratio: float = _f(0.1, "fraction of steps with linear warm-up")
-    schedule: str = _f("cosine", "learning-rate schedule after warm-up", choices=("cosine", "constant", "linear"))
+    schedule: str = _f("cosine", "learning-rate schedule after warm-up", choices=LR_SCHEDULES)
     weight_decay: float = _f(0.01, "AdamW weight decay")
     beta1: float = _f(0.9, "AdamW beta1")
     beta2: float = _f(0.95, "AdamW beta2")
@@ -100,15 +95,15 @@ class RLConfig:
     epsilon: float = _f(0.2, "PPO clip range (lower side, and upper side unless epsilon_high is set)")
     epsilon_high: float = _f(0.0, "upper clip range (DAPO clip-higher, e.g. 0.28); 0 = epsilon")
     loss_aggregation: str = _f("token-mean", "token-mean (DAPO), seq-mean-token-mean (GRPO), dr-grpo",
-                               choices=("token-mean", "seq-mean-token-mean", "dr-grpo"))
+                               choices=AGGREGATIONS)
     scale_rewards: str = _f("group", "advantage scaling: group std (GRPO), batch std, none (Dr. GRPO)",
-                            choices=("group", "batch", "none"))
+                            choices=SCALES)
     kl_coef: float = _f(0.0, "weight of the k3 KL penalty to the frozen initial model (0 = no reference "
                              "model is loaded)")
     entropy_coef: float = _f(0.0, "weight of the entropy bonus (official UFT: 0.001)")
     mask_truncated: bool = _f(False, "completions cut by max_new_tokens get no policy loss")
     rollout_backend: str = _f("hf", "hf: the built-in bf16 KV-cache sampler; vllm: a vLLM engine in the "
-                                    "training process (needs the vllm extra)", choices=("hf", "vllm"))
+                                    "training process (needs the vllm extra)", choices=ROLLOUT_BACKENDS)
     vllm_kv_cache_gb: float = _f(4.0, "vllm: KV cache size in GB on CPU (VLLM_CPU_KVCACHE_SPACE)")
     normalizer: str = _f("unift", "loss arithmetic: unift (policy, entropy and hint terms divided by token counts "
                                   "of the whole mini-batch: the gradient does not depend on train.micro_batch_size) "
@@ -124,14 +119,16 @@ class HintConfig:
     """UFT hints: a prefix of the reference solution, shrinking over training (Liu et al. 2025)."""
 
     schedule: str = _f("cosine", "cosine (UFT), uniform (R3), staged (official stage baseline), "
-                                 "adaptive (per-prompt, keeps success near adaptive_target)",
+                                 "adaptive (per-prompt, keeps success near adaptive_target), none (no "
+                                 "hints); method=rft sets none and method=r3 uniform",
                        choices=HINT_SCHEDULES)
     p_high: float = _f(0.95, "hint fraction p(t) at the start of the cosine")
     p_low: float = _f(0.05, "hint fraction p(t) at step t_hint; 0 afterwards")
     t_hint: int = _f(300, "steps over which hints fade out (official: 300 of 500)")
     max_chunks: int = _f(5, "solutions are revealed in at most this many equal chunks")
-    beta: float = _f(0.001, "weight of the log-likelihood term on hint tokens (official: 0.001)")
-    loss: str = _f("nll", "hint log-likelihood term: nll, or dft (DFT-weighted)", choices=("nll", "dft"))
+    beta: float = _f(0.001, "weight of the log-likelihood term on hint tokens (official: 0.001); "
+                            "method=rft and method=r3 set 0")
+    loss: str = _f("nll", "hint log-likelihood term: nll, or dft (DFT-weighted)", choices=HINT_LOSSES)
     answer_piece: bool = _f(False, "append the rest of the reference completion (the closing answer tags) as a "
                                    "last hint piece, so a full hint is the full reference (official: false)")
     adaptive_target: float = _f(0.5, "adaptive: target success rate per prompt")
@@ -187,7 +184,7 @@ class ParallelConfig:
 
     strategy: str = _f("ddp", "ddp: a full replica per process, gradients all-reduced; fsdp2: parameters, "
                               "gradients and optimizer state sharded (fully_shard), sharded checkpoints",
-                       choices=("ddp", "fsdp2"))
+                       choices=STRATEGIES)
 
 
 @dataclass
@@ -394,6 +391,18 @@ def validate(cfg: Config) -> Config:
                             "(only the small adapters train, so a replica per process costs little more)")
     if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
         raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
+    return resolve_method(cfg)
+
+
+def resolve_method(cfg: Config) -> Config:
+    """Turn the RL `method` into explicit hint settings, once, so no code downstream tests it and the
+    config saved with every checkpoint shows what ran: rft has no hints (hints.schedule=none) and
+    no hint term (hints.beta=0); r3 draws hint lengths uniformly (hints.schedule=uniform) with no
+    hint term; uft keeps the hint settings as given. SFT and DFT use no hint settings."""
+    if cfg.method == "rft":
+        cfg.hints.schedule, cfg.hints.beta = "none", 0.0
+    elif cfg.method == "r3":
+        cfg.hints.schedule, cfg.hints.beta = "uniform", 0.0
     return cfg
 
 

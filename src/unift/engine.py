@@ -52,7 +52,15 @@ class Completion:
 
 
 class RolloutEngine(Protocol):
+    """What the RL loop needs of a sampler (HFEngine here, unift.vllm_engine.VLLMEngine)."""
+
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]: ...
+
+    def sync_weights(self) -> None:
+        """Take the policy's current weights before the next `generate`."""
+
+    def close(self) -> None:
+        """Release what the engine holds (after the run's last collective)."""
 
 
 def sample_next(logits: torch.Tensor, temperature: float, top_p: float,
@@ -123,6 +131,9 @@ class HFEngine:
             if name != src_name or dst.shape != src.shape:
                 raise RuntimeError(f"engine copy and policy differ at {name} / {src_name}: rebuild the engine")
             dst.copy_(src)
+
+    def close(self) -> None:
+        """Nothing to release: the engine holds only (a copy of) the policy."""
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from unift.config import PROTOCOLS
+from unift.choices import PROTOCOLS
 from unift.errors import UserError, suggest
 from unift.tasks import get_task
 from unift.tasks.base import Example, Reward

@@ -74,7 +74,7 @@ def initial_weights(tmp_path_factory):
 
 
 def test_world_share_and_positions():
-    from unift.train.rl_loop import rank_positions
+    from unift.train.distributed import rank_positions
 
     assert World(rank=1, size=2).share(list(range(7))) == [1, 3, 5]
     # 8 prompts, 2 updates of 4: each rank takes every other prompt of each update's block

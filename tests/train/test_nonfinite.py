@@ -43,15 +43,15 @@ def inject_nan(monkeypatch, method: str) -> None:
         make = loop.loss_function
         monkeypatch.setattr(loop, "loss_function", lambda cfg: (lambda *a: poisoned(make(cfg)(*a))))
     else:
-        import unift.train.rl_loop as rl_loop
+        import unift.train.rl_update as rl_update
 
-        uft_loss = rl_loop.uft_loss
+        uft_loss = rl_update.uft_loss
 
         def nan_uft_loss(*args, **kwargs):
             loss, terms = uft_loss(*args, **kwargs)
             return poisoned(loss), terms
 
-        monkeypatch.setattr(rl_loop, "uft_loss", nan_uft_loss)
+        monkeypatch.setattr(rl_update, "uft_loss", nan_uft_loss)
 
 
 @pytest.mark.parametrize("method", ["sft", "uft"])

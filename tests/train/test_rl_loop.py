@@ -82,7 +82,7 @@ def test_pruned_update_equals_full_update(tiny):
 
     from unift.data.render import GENERATED, HINT, PROMPT, Rendered
     from unift.rl.rollout import Sequence
-    from unift.train.rl_loop import update
+    from unift.train.rl_update import update
 
     model, tok = tiny
     cfg = load_config(None, ["model=tiny", "method=uft", "data.train=x.jsonl", "hints.beta=0.5", "rl.num_generations=2",
@@ -124,7 +124,7 @@ def _logp_of(model, ids: list[int]) -> float:
 def _sgd_update(model, seqs, *overrides):
     import copy
 
-    from unift.train.rl_loop import update
+    from unift.train.rl_update import update
 
     m = copy.deepcopy(model)
     cfg = load_config(None, ["model=tiny", "data.train=x.jsonl", "train.micro_batch_size=2", *overrides])

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import torch
 
+from unift.choices import SCALES
 from unift.errors import UserError, suggest
 
-SCALES = ("group", "batch", "none")
 
 
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:

@@ -40,10 +40,10 @@ from __future__ import annotations
 
 import torch
 
+from unift.choices import AGGREGATIONS
 from unift.errors import UserError, suggest
 from unift.losses import masked_sum
 
-AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "dr-grpo")
 KL_CLAMP = 10.0
 
 

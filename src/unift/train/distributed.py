@@ -90,6 +90,43 @@ class World:
             dist.barrier()
 
 
+@dataclass(frozen=True)
+class PromptShard:
+    """This rank's prompt groups of every RL step, and the way back to the step's global order.
+
+    Update u trains the global block u of prompts_per_step / updates prompts; each rank takes every
+    world.size-th prompt of each block, so the ranks' u-th mini-batches together are that block.
+    `mine`: this rank's positions in a step's prompt list; `everyone`: all ranks' in rank order."""
+
+    world: World
+    mine: tuple[int, ...]
+    everyone: tuple[int, ...]
+
+    @classmethod
+    def build(cls, prompts_per_step: int, updates: int, world: World) -> PromptShard:
+        mine = rank_positions(prompts_per_step, updates, world)
+        return cls(world, tuple(mine), tuple(world.gather(mine)))
+
+    def local(self, items: list) -> list:
+        """This rank's entries of a per-prompt-position list."""
+        return [items[g] for g in self.mine]
+
+    def gather(self, values: list, n: int) -> list:
+        """Per-completion values of every rank (n per prompt, in `mine` order) in the step's global
+        order (prompt-major, n each)."""
+        gathered = self.world.gather(values)
+        out: list = [None] * (len(self.everyone) * n)
+        for j, g in enumerate(self.everyone):
+            out[g * n:(g + 1) * n] = gathered[j * n:(j + 1) * n]
+        return out
+
+
+def rank_positions(prompts_per_step: int, updates: int, world: World) -> list[int]:
+    """The positions, in a step's global prompt list, whose groups this rank generates and trains."""
+    block = prompts_per_step // updates
+    return [u * block + g for u in range(updates) for g in world.share(list(range(block)))]
+
+
 def init_world(device_type: str = "cpu") -> World:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); else a world of one."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
