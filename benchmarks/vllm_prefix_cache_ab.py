@@ -6,7 +6,11 @@ The arms are listed in `arm()` below; docs/performance.md (vLLM section) has the
 Each round runs every arm once, in a rotated order (round r starts at arm r % len(arms)).
 Every measurement is appended to --out as one JSON line.
 """
-import argparse, json, os, statistics, sys, tempfile, time
+import argparse
+import json
+import os
+import tempfile
+import time
 from pathlib import Path
 
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -23,9 +27,11 @@ p.add_argument("--no-plain", action="store_true")
 args = p.parse_args()
 
 import torch
-from vllm import LLM, SamplingParams as VParams
+from bench import MODEL, _rollout_prompts  # benchmarks/bench.py (this directory is on sys.path)
+from vllm import LLM
+from vllm import SamplingParams as VParams
 from vllm.inputs import TokensPrompt
-from unift.bench import MODEL, _rollout_prompts
+
 from unift.engine import SamplingParams
 from unift.models import load_model, save_model
 from unift.vllm_engine import VLLMEngine, policy_weights

@@ -504,7 +504,7 @@ class Fuzzer:
         for name in TASK_NAMES:
             truth = GROUND_TRUTHS[name][item.truths[name]][0]
             task_fn = f"tasks.{name}.score"
-            reward, t_task = self._call(task_fn, item, lambda: self.tasks[name].score(text, truth))
+            reward, t_task = self._call(task_fn, item, lambda: self.tasks[name].score(text, truth))  # noqa: B023 (called at once)
             task_score = None
             if reward is not None:
                 if not isinstance(reward, Reward):
@@ -516,8 +516,8 @@ class Fuzzer:
             reward_fn = f"rewards.{name}"
             completions, columns = [_completion(form, text)], _columns(form, truth)
             scores, t_reward = self._call(
-                reward_fn, item, lambda: self.callables[name](prompts=["p"], completions=completions, **columns)
-            )
+                reward_fn, item, lambda: self.callables[name](prompts=["p"], completions=completions, **columns)  # noqa: B023
+            )  # (the lambda is called at once, in this iteration)
             if scores is None:
                 continue
             if not isinstance(scores, list) or len(scores) != 1:
@@ -546,7 +546,8 @@ class Fuzzer:
         return self.report(time.perf_counter() - start)
 
     def report(self, total: float) -> dict[str, Any]:
-        from unift.tasks import answer, math as math_task, safe_arith
+        from unift.tasks import answer, safe_arith
+        from unift.tasks import math as math_task
 
         all_calls = [s for s in self.stats.values() if s.inputs]
         return {

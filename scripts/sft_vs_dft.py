@@ -40,9 +40,8 @@ def main() -> None:
     ap.add_argument("--methods", default="base,sft,dft", help="comma-separated subset of base,sft,dft")
     args = ap.parse_args()
 
-    from unift.evaluate import evaluate_model
     from unift.config import load_config
-    from unift.evaluate import write_report
+    from unift.evaluate import evaluate_model, write_report
     from unift.train.loop import train
 
     data, out = Path(args.data), Path(args.out)

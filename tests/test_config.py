@@ -102,11 +102,13 @@ def test_each_class_of_config_error(overrides, message):
 def no_model(monkeypatch):
     """Fail the test if a model is loaded: every check below must come first."""
     import unift.models
+    import unift.train.setup
 
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
     monkeypatch.setattr(unift.models, "load_model", refuse)
+    monkeypatch.setattr(unift.train.setup, "load_model", refuse)  # where the training loops load it
 
 
 def train_with(tmp_path, *overrides):

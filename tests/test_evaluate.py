@@ -8,8 +8,6 @@ from unift.errors import UserError
 from unift.evaluate import evaluate, markdown_table, write_report
 from unift.tasks.base import Example
 
-
-
 COUNTDOWN = [
     Example(prompt="Using [1, 2, 3] make 6", ground_truth={"numbers": [1, 2, 3], "target": 6},
             data_source="countdown", task="countdown"),

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from unift import horizon as hz
 from unift.errors import UserError
+from unift.experiments import horizon as hz
 
 
 def _args(**overrides) -> argparse.Namespace:

@@ -16,10 +16,16 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from unift import models
 from unift.errors import UserError
-from unift.models import (count_parameters, embedded_model_dir, load_model, resolve_model_name,
-                          save_model, tiny_model_config)
+from unift.models import (
+    count_parameters,
+    embedded_model_dir,
+    load_model,
+    resolve_model_name,
+    save_model,
+    tiny_model_config,
+)
+from unift.models import embedded as models  # the cache internals
 
 PROMPT = [{"role": "user", "content": "What is 2+3?"}]
 

@@ -12,6 +12,8 @@ import os
 import sys
 from pathlib import Path
 
+from unift import __version__
+from unift.choices import PRECISIONS, PROTOCOLS, TEMPLATES
 from unift.errors import UserError
 
 EPILOG_TRAIN = """examples:
@@ -24,11 +26,15 @@ EPILOG_TRAIN = """examples:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unift", description="Post-training for causal language models: "
                                 "SFT, DFT, RFT (GRPO) and UFT.")
-    from unift import __version__
-
     p.add_argument("--version", action="version", version=f"unift {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_train, _add_eval, _add_data, _add_compare, _add_horizon, _add_demo, _add_model_tools):
+        add(sub)
+    return p
 
+
+def _add_train(sub) -> None:
+    """`unift train CONFIG key=value ...`"""
     t = sub.add_parser("train", help="fine-tune a model from a YAML config",
                        description="Fine-tune a model as a YAML config says; key=value pairs override it.",
                        epilog=EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,13 +42,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key=value", help="override a config key, e.g. train.lr=1e-4")
     t.add_argument("--help-config", action="store_true", help="list every config key and exit")
 
+
+def _add_eval(sub) -> None:
+    """`unift eval --model M --data D`"""
     e = sub.add_parser("eval", help="evaluate a model (greedy pass@1, sampled avg@k)",
                        description="Evaluate a model on data with task rewards under a protocol; writes "
                                    "results.json, results.md (a table by data_source: pass@1, formatted, "
                                    "stopped) and records.jsonl (every response with its reward).")
     e.add_argument("--model", default="smollm2-135m", help="HF directory, hub id, smollm2-135m or tiny")
     e.add_argument("--data", required=True, help="data file (.parquet/.jsonl/.json) or data set id")
-    e.add_argument("--protocol", default="official", choices=["official", "unift"],
+    e.add_argument("--protocol", default="official", choices=PROTOCOLS,
                    help="official (default): generate until EOS or the budget, no stop string, answers read as "
                         "the official UFT scorers do; unift: stop at </answer>, unift's scorers")
     e.add_argument("--task", default="", help="reward task for every row (default: from data_source)")
@@ -52,12 +61,15 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling for avg@k")
     e.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per response")
     e.add_argument("--batch-size", type=int, default=32, help="prompts generated at once")
-    e.add_argument("--template", default="auto", choices=["auto", "plain", "chat"], help="prompt rendering")
-    e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help="compute precision")
+    e.add_argument("--template", default="auto", choices=TEMPLATES, help="prompt rendering")
+    e.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision")
     e.add_argument("--seed", type=int, default=0, help="sampling seed")
     e.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     e.add_argument("--out", default="runs/eval", help="directory for results.json, results.md and records.jsonl")
 
+
+def _add_data(sub) -> None:
+    """`unift data TASK --out FILE`"""
     d = sub.add_parser("data", help="generate new task data with reference solutions",
                        description="Generate problems with step-by-step reference solutions split into "
                                    "pieces (for SFT targets and UFT hints), as JSONL.")
@@ -68,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--numbers", type=int, default=0,
                    help="countdown only: numbers per problem, 2-5 (default: a mix of 3 and 4)")
 
+
+def _add_compare(sub) -> None:
+    """`unift compare CONFIG`"""
     c = sub.add_parser("compare", help="train several methods with the same budget and compare them",
                        description="Train a list of methods (e.g. base, SFT, DFT, RFT, R3, UFT) on the same data "
                                    "with the same budget and evaluation; writes report.md, results.json and "
@@ -75,13 +90,20 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", help="compare YAML (output_dir, base, methods)")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="override a key of the shared base config")
 
-    from unift import horizon
+
+def _add_horizon(sub) -> None:
+    """`unift horizon`"""
+    # start-up time: numpy and the experiment load only when the parser is built
+    from unift.experiments import horizon
 
     h = sub.add_parser("horizon", help="the synthetic horizon experiment of the UFT theory (RFT vs UFT)",
                        description="Episodes to 50%% pass@1 on a B-ary tree of depth H, for RFT and UFT: "
                                    "a table and a log-scale plot.")
     horizon.add_arguments(h)
 
+
+def _add_demo(sub) -> None:
+    """`unift demo`"""
     m = sub.add_parser("demo", help="evaluate, fine-tune and re-evaluate the embedded model on Countdown",
                        description="The main job: the embedded SmolLM2-135M-Instruct is evaluated on held-out "
                                    "Countdown problems, fine-tuned on generated ones, and evaluated again.")
@@ -91,22 +113,27 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default="smollm2-135m", help="model to start from")
     m.add_argument("--out", default="runs/demo", help="output directory")
 
+
+def _add_model_tools(sub) -> None:
+    """`unift merge-lora`, `unift consolidate`, `unift convert-checkpoint`"""
     g = sub.add_parser("merge-lora", help="merge a LoRA adapter into its base model (a plain HF directory)",
                        description="Merge a LoRA adapter (W = W0 + B A * alpha / r) into its base model and write\n"
-                                   "a plain Hugging Face model directory that transformers, vLLM and `unift eval` load.",
+                                   "a plain Hugging Face model directory that transformers, vLLM and `unift eval`\n"
+                                   "load.",
                        epilog="example:\n  unift merge-lora runs/countdown-uft-lora/final/adapter "
                               "--base smollm2-135m --out runs/merged",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    g.add_argument("adapter", metavar="ADAPTER_DIR", help="peft adapter directory (adapter_config.json), or a "
-                                                          "unift final/ or checkpoint model/ directory holding adapter/")
+    g.add_argument("adapter", metavar="ADAPTER_DIR",
+                   help="peft adapter directory (adapter_config.json), or a unift final/ or checkpoint model/ "
+                        "directory holding adapter/")
     g.add_argument("--base", required=True, help="the model the adapter was trained on: HF directory, hub id, "
                                                  "smollm2-135m or tiny")
     g.add_argument("--out", required=True, help="new directory for the merged model (must not exist or be empty)")
 
     k = sub.add_parser("consolidate", help="turn a sharded (FSDP2) checkpoint into a plain HF model directory",
                        description="Read a checkpoint written by a parallel.strategy=fsdp2 run (every rank's shards,\n"
-                                   "torch.distributed.checkpoint format) in one process and write a plain Hugging Face\n"
-                                   "model directory that transformers, vLLM and `unift eval` load.",
+                                   "torch.distributed.checkpoint format) in one process and write a plain Hugging\n"
+                                   "Face model directory that transformers, vLLM and `unift eval` load.",
                        epilog="example:\n  unift consolidate runs/sft-fsdp2/checkpoints/step-000100 --out runs/step100",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/step-N directory of an fsdp2 run")
@@ -116,12 +143,11 @@ def _parser() -> argparse.ArgumentParser:
                        description="unift 0.1 stored optimizer, scheduler and RNG state as pickles (optimizer.pt,\n"
                                    "rng.pt, scheduler.pt), which can carry code; resume refuses them. This reads them\n"
                                    "with PyTorch's weights-only loader (tensors and plain data, nothing else), writes\n"
-                                   "optimizer.safetensors and rng.safetensors and a new manifest in place, and removes\n"
-                                   "the old files. Convert only checkpoints whose origin you trust.",
+                                   "optimizer.safetensors and rng.safetensors and a new manifest in place, and\n"
+                                   "removes the old files. Convert only checkpoints whose origin you trust.",
                        epilog="example:\n  unift convert-checkpoint runs/sft/checkpoints/step-000100",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("checkpoint", metavar="CHECKPOINT", help="a checkpoints/step-N directory")
-    return p
 
 
 def _quiet_libraries() -> None:
@@ -154,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             print("report written")
             return 0
         if args.command == "horizon":
-            from unift import horizon
+            from unift.experiments import horizon
 
             return horizon.main(args)
         if args.command == "merge-lora":
@@ -163,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"merged model: {merge_adapter_dir(args.adapter, args.base, args.out)}")
             return 0
         if args.command == "consolidate":
-            from unift.train.sharding import consolidate
+            from unift.train.sharded_checkpoint import consolidate
 
             print(f"model: {consolidate(Path(args.checkpoint), Path(args.out))}")
             return 0
@@ -233,10 +259,11 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from unift.evaluate import evaluate_model, markdown_table, write_report
-    from unift.train.setup import create_dir
+    from unift.files import create_dir
 
-    for name, value, low in (("--limit", args.limit, 0), ("--k", args.k, 0), ("--max-new-tokens", args.max_new_tokens, 1),
-                             ("--batch-size", args.batch_size, 1), ("--temperature", args.temperature, 0)):
+    for name, value, low in (("--limit", args.limit, 0), ("--k", args.k, 0),
+                             ("--max-new-tokens", args.max_new_tokens, 1), ("--batch-size", args.batch_size, 1),
+                             ("--temperature", args.temperature, 0)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
     if not 0 < args.top_p <= 1:

@@ -21,14 +21,20 @@ against step, RL methods).
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from unift.errors import UserError
+from unift.config import OFFLINE_METHODS, Config, load_config, validate
+from unift.config_parse import build, merge, parse_overrides
+from unift.errors import UserError, suggest
+from unift.evaluate import evaluate_model, write_report
+from unift.files import write_atomic
+from unift.train.loop import train
+from unift.train.rl_loop import train_rl
 
 
 def _read_spec(path: str) -> dict[str, Any]:
@@ -41,8 +47,6 @@ def _read_spec(path: str) -> dict[str, Any]:
         raise UserError(f"compare config {p} is not valid YAML") from None
     unknown = set(spec) - {"output_dir", "base", "methods"}
     if unknown:
-        from unift.errors import suggest
-
         key = sorted(unknown)[0]
         raise UserError(f"unknown compare key '{key}'{suggest(key, ['output_dir', 'base', 'methods'])}")
     if not isinstance(spec.get("methods"), dict) or not spec["methods"]:
@@ -52,9 +56,7 @@ def _read_spec(path: str) -> dict[str, Any]:
 
 def _run_configs(spec: dict[str, Any], out: Path, overrides: list[str]):
     """Validate every method's config before anything is trained."""
-    from unift.config import _build, _merge, parse_overrides, validate, Config
-
-    base = _merge(spec.get("base") or {}, parse_overrides(overrides))
+    base = merge(spec.get("base") or {}, parse_overrides(overrides))
     plans = {}
     for name, over in spec["methods"].items():
         over = dict(over or {})
@@ -64,16 +66,13 @@ def _run_configs(spec: dict[str, Any], out: Path, overrides: list[str]):
         if over.get("method") == "none":
             plans[name] = (None, init)
             continue
-        tree = _merge(base, over)
+        tree = merge(base, over)
         tree["output_dir"] = str(out / name)
-        plans[name] = (validate(_build(Config, tree, "")), init)
+        plans[name] = (validate(build(Config, tree, "")), init)
     return base, plans
 
 
 def run_compare(path: str, overrides: list[str] | None = None) -> dict[str, Any]:
-    from unift.config import OFFLINE_METHODS, load_config
-    from unift.evaluate import evaluate_model, write_report
-
     spec = _read_spec(path)
     out = Path(spec.get("output_dir") or "runs/compare")
     base, plans = _run_configs(spec, out, overrides or [])
@@ -86,7 +85,7 @@ def run_compare(path: str, overrides: list[str] | None = None) -> dict[str, Any]
     results: dict[str, Any] = {}
     for name in _order(plans):
         cfg, init = plans[name]
-        start = model_of[init] if init else str((base.get("model") or "smollm2-135m"))
+        start = model_of[init] if init else str(base.get("model") or "smollm2-135m")
         if cfg is None:
             final = start
         elif (Path(cfg.output_dir) / "final" / "config.json").exists():
@@ -94,11 +93,7 @@ def run_compare(path: str, overrides: list[str] | None = None) -> dict[str, Any]
             print(f"[compare] {name}: reusing {final}")
         else:
             cfg.model = start
-            if cfg.method in OFFLINE_METHODS:
-                from unift.train.loop import train
-            else:
-                from unift.train.rl_loop import train_rl as train
-            final = str(train(cfg))
+            final = str((train if cfg.method in OFFLINE_METHODS else train_rl)(cfg))
         model_of[name] = final
         e = eval_cfg.eval
         r = evaluate_model(final, e.data, protocol=eval_cfg.protocol, task=e.task, limit=e.limit,
@@ -164,14 +159,12 @@ def plot_curves(out: Path, runs: list[str]) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
-        tmp = out / f".{file}.tmp-{os.getpid()}.png"
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        os.replace(tmp, out / file)
+        write_atomic(out / file, png.getvalue())
 
 
 def _atomic_write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)

@@ -12,17 +12,30 @@ checkpoint (`config.yaml`).
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from unift.choices import (AGGREGATIONS, HINT_LOSSES, HINT_SCHEDULES, LR_SCHEDULES, METHODS, NORMALIZERS,
-                           OFFLINE_METHODS, PRECISIONS, PROTOCOLS, ROLLOUT_BACKENDS, SCALES, STRATEGIES, TEMPLATES)
-from unift.errors import UserError, suggest
-
+from unift.choices import (
+    AGGREGATIONS,
+    HINT_LOSSES,
+    HINT_SCHEDULES,
+    LR_SCHEDULES,
+    METHODS,
+    NORMALIZERS,
+    OFFLINE_METHODS,
+    PRECISIONS,
+    PROTOCOLS,
+    ROLLOUT_BACKENDS,
+    SCALES,
+    STRATEGIES,
+    TEMPLATES,
+)
+from unift.config_parse import build, merge, parse_overrides
+from unift.config_parse import describe as describe_fields
+from unift.errors import UserError
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -212,115 +225,31 @@ class Config:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
 
-# ----------------------------------------------------------------------------- coercion
-
-def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _coerce(value: Any, typ: Any, where: str) -> Any:
-    """Coerce a YAML or command-line value to `typ`, or raise a one-line UserError."""
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
-            return value.lower() in ("true", "yes", "1", "on")
-        raise UserError(f"{where}: expected true or false, got {value!r}")
-    if typ is int:
-        if isinstance(value, bool):
-            raise UserError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.replace("_", ""))
-            except ValueError:
-                pass
-        raise UserError(f"{where}: expected an integer, got {value!r}")
-    if typ is float:
-        if isinstance(value, bool):
-            raise UserError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise UserError(f"{where}: expected a number, got {value!r}")
-    if typ is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        if value is None:
-            return ""
-        raise UserError(f"{where}: expected a string, got {value!r}")
-    raise TypeError(f"unsupported config type {typ!r}")  # a bug, not a user error
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise UserError(f"{where or 'config'}: expected a mapping of keys, got {values!r}")
-    types_ = _field_types(cls)
-    kwargs = {}
-    for key, value in values.items():
-        path = f"{where}.{key}" if where else str(key)
-        if key not in types_:
-            raise UserError(f"unknown config key '{path}'{suggest(str(key), types_)}")
-        typ = types_[key]
-        if dataclasses.is_dataclass(typ):
-            kwargs[key] = _build(typ, value, path)
-        else:
-            kwargs[key] = _coerce(value, typ, path)
-            choices = next(f for f in dataclasses.fields(cls) if f.name == key).metadata.get("choices")
-            if choices and kwargs[key] not in choices:
-                close = suggest(kwargs[key], choices)
-                hint = close if "did you mean" in close else ""
-                raise UserError(f"{path}: unknown value '{kwargs[key]}' (allowed: {', '.join(choices)}){hint}")
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {}
-            node[part] = child
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_overrides(overrides: list[str]) -> dict:
-    """['train.lr=1e-4', 'method=dft'] -> nested dict of raw strings."""
-    tree: dict = {}
-    for item in overrides:
-        if "=" not in item:
-            raise UserError(f"override '{item}' is not of the form key=value (e.g. train.lr=1e-4)")
-        key, raw = item.split("=", 1)
-        _set_dotted(tree, key.strip(), raw)  # typed by the field it sets (see _coerce)
-    return tree
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def validate(cfg: Config) -> Config:
-    """Range and consistency checks that types alone cannot express."""
+    """Range and consistency checks that types alone cannot express; then `resolve_method`."""
+    _require(_run_checks(cfg))
+    if cfg.method not in OFFLINE_METHODS:
+        _require(_rl_checks(cfg))
+    _require(_lora_checks(cfg))
+    if cfg.parallel.strategy == "fsdp2" and cfg.lora.enabled:
+        raise UserError("parallel.strategy=fsdp2 with lora.enabled is not supported: use parallel.strategy=ddp "
+                        "(only the small adapters train, so a replica per process costs little more)")
+    t = cfg.train
+    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
+        raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
+    return resolve_method(cfg)
+
+
+def _require(checks: list[tuple[bool, str]]) -> None:
+    """The message of the first check that fails, as a one-line UserError."""
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def _run_checks(cfg: Config) -> list[tuple[bool, str]]:
     t, d, e = cfg.train, cfg.data, cfg.eval
-    checks = [
+    return [
         (t.batch_size >= 1, "train.batch_size must be at least 1"),
         (t.micro_batch_size >= 1, "train.micro_batch_size must be at least 1"),
         (t.steps >= 0, "train.steps must be >= 0"),
@@ -352,11 +281,11 @@ def validate(cfg: Config) -> Config:
         (bool(cfg.output_dir), "output_dir must not be empty"),
         (bool(d.train), "data.train is empty: give a training data file (e.g. data.train=train.jsonl)"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+
+
+def _rl_checks(cfg: Config) -> list[tuple[bool, str]]:
     r, h = cfg.rl, cfg.hints
-    rl_checks = [
+    return [
         (r.prompts_per_step >= 1, "rl.prompts_per_step must be at least 1"),
         (r.num_generations >= 2, "rl.num_generations must be at least 2 (GRPO compares completions of a prompt)"),
         (r.max_new_tokens >= 1, "rl.max_new_tokens must be at least 1"),
@@ -380,18 +309,6 @@ def validate(cfg: Config) -> Config:
         (0 < h.adaptive_target < 1, "hints.adaptive_target must be in (0, 1)"),
         (0 < h.adaptive_alpha <= 1, "hints.adaptive_alpha must be in (0, 1]"),
     ]
-    if cfg.method not in OFFLINE_METHODS:
-        for ok, message in rl_checks:
-            if not ok:
-                raise UserError(message)
-    _validate_lora(cfg)
-    if cfg.parallel.strategy == "fsdp2":
-        if cfg.lora.enabled:
-            raise UserError("parallel.strategy=fsdp2 with lora.enabled is not supported: use parallel.strategy=ddp "
-                            "(only the small adapters train, so a replica per process costs little more)")
-    if not (t.device in ("auto", "cpu", "cuda") or t.device.startswith("cuda:")):
-        raise UserError(f"train.device: unknown device '{t.device}' (use auto, cpu, cuda or cuda:N)")
-    return resolve_method(cfg)
 
 
 def resolve_method(cfg: Config) -> Config:
@@ -406,18 +323,15 @@ def resolve_method(cfg: Config) -> Config:
     return cfg
 
 
-def _validate_lora(cfg: Config) -> None:
+def _lora_checks(cfg: Config) -> list[tuple[bool, str]]:
     a = cfg.lora
-    checks = [
+    return [
         (a.r >= 1, f"lora.r must be at least 1, got {a.r}"),
         (a.alpha > 0, f"lora.alpha must be positive, got {a.alpha}"),
         (0 <= a.dropout < 1, f"lora.dropout must be in [0, 1), got {a.dropout}"),
         (any(name.strip() for name in a.target_modules.split(",")),
          f"lora.target_modules is empty: give comma-separated layer names, e.g. {LORA_TARGETS}"),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> Config:
@@ -435,28 +349,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             raise UserError(f"config file {p} is not valid YAML{at}") from None
         if not isinstance(tree, dict):
             raise UserError(f"config file {p} must be a mapping of keys, got {type(tree).__name__}")
-    tree = _merge(tree, parse_overrides(overrides or []))
-    return validate(_build(Config, tree, ""))
+    tree = merge(tree, parse_overrides(overrides or []))
+    return validate(build(Config, tree, ""))
 
 
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def dump_config(cfg: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
 def describe(cls: type = Config, prefix: str = "") -> list[str]:
-    """Lines 'key (type, default): help' for every field, for --help-config."""
-    lines = []
-    for f in dataclasses.fields(cls):
-        typ = _field_types(cls)[f.name]
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(typ):
-            lines.extend(describe(typ, key + "."))
-            continue
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {key} = {default!r}  # {f.metadata.get('help', '')}")
-    return lines
-
+    """Lines 'key = default  # help' for every field, for --help-config."""
+    return describe_fields(cls, prefix)

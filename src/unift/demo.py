@@ -23,7 +23,13 @@ import shutil
 import time
 from pathlib import Path
 
+from unift.config import load_config
+from unift.data.export import write_jsonl
 from unift.errors import UserError
+from unift.evaluate import evaluate_model, write_report
+from unift.tasks.countdown import CountdownTask
+from unift.train.loop import train
+from unift.train.rl_loop import train_rl
 
 SFT_STEPS = 40
 UFT_STEPS = 20
@@ -34,9 +40,6 @@ MARKER = "demo.json"
 
 
 def _make_data(out: Path, eval_n: int) -> tuple[Path, Path]:
-    from unift.data.export import write_jsonl
-    from unift.tasks.countdown import CountdownTask
-
     task = CountdownTask()
     train = task.generate(TRAIN_N, seed=1, min_numbers=3, max_numbers=3)
     seen = {(tuple(sorted(e.ground_truth["numbers"])), e.ground_truth["target"]) for e in train}
@@ -49,8 +52,6 @@ def _make_data(out: Path, eval_n: int) -> tuple[Path, Path]:
 
 
 def _evaluate(model_name: str, data: Path, label: str) -> dict:
-    from unift.evaluate import evaluate_model
-
     started = time.time()
     results = evaluate_model(model_name, str(data), max_new_tokens=MAX_NEW_TOKENS, batch_size=50)
     o = results["overall"]
@@ -61,9 +62,6 @@ def _evaluate(model_name: str, data: Path, label: str) -> dict:
 
 def run_demo(method: str = "uft", steps: int = 0, eval_n: int = 0, model: str = "smollm2-135m",
              out: Path = Path("runs/demo")) -> dict:
-    from unift.config import load_config
-    from unift.evaluate import write_report
-
     steps, eval_n = steps or (UFT_STEPS if method == "uft" else SFT_STEPS), eval_n or DEFAULT_EVAL_N
     if out.exists():
         if not (out / MARKER).exists() and any(out.iterdir()):
@@ -84,13 +82,11 @@ def run_demo(method: str = "uft", steps: int = 0, eval_n: int = 0, model: str = 
                                           "train.warmup_ratio=0", "rl.prompts_per_step=16", "rl.num_generations=2",
                                           "rl.max_new_tokens=128", f"hints.t_hint={steps}",
                                           "hints.beta=1.0", "hints.answer_piece=true"])
-        from unift.train.rl_loop import train_rl as train
     else:
         cfg = load_config(None, common + [f"train.steps={steps}", "train.batch_size=16", "train.lr=1e-4",
                                           "train.warmup_ratio=0.1"])
-        from unift.train.loop import train
     t0 = time.time()
-    final = train(cfg)
+    final = (train_rl if method == "uft" else train)(cfg)
     train_seconds = time.time() - t0
     print(f"[demo] {method} training: {steps} steps in {train_seconds:.0f} s -> {final}")
     after = _evaluate(str(final), test_path, f"after {method}")

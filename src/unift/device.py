@@ -6,13 +6,13 @@ import contextlib
 
 import torch
 
+from unift.errors import UserError
+
 
 def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        from unift.errors import UserError
-
         raise UserError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
     return torch.device(name)
 

@@ -19,15 +19,15 @@ truncated importance sampling).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 from transformers import StaticCache
 
 from unift.logprobs import final_logit_transform
-from unift.lora import named_weights, plain_copy
-from unift.train.sharding import is_sharded
+from unift.weights import is_sharded, named_weights, plain_copy
 
 
 @dataclass
@@ -115,7 +115,7 @@ class HFEngine:
             self.model = model
         else:
             # a plain copy: a LoRA policy's adapters are merged into it, an FSDP2 policy's shards
-            # are gathered into it (unift.lora.plain_copy)
+            # are gathered into it (unift.weights.plain_copy)
             self.model = cast_parameters(plain_copy(model), dtype or own).eval().requires_grad_(False)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = end_token_ids(model, tokenizer)
@@ -124,7 +124,7 @@ class HFEngine:
     def sync_weights(self) -> None:
         """Copy the policy's current weights into the engine's copy (no-op without a copy).
 
-        A LoRA policy gives its merged weights W0 + B A * alpha / r (`unift.lora.named_weights`)."""
+        A LoRA policy gives its merged weights W0 + B A * alpha / r (`unift.weights.named_weights`)."""
         if self.model is self.policy:
             return
         for (name, dst), (src_name, src) in zip(self.model.named_parameters(), named_weights(self.policy)):

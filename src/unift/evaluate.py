@@ -18,16 +18,24 @@ data_source, response, finish reason, token count, extracted answer, reward, rea
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from unift.data.loading import row_name
+from unift.data.loading import load_examples, row_name
 from unift.data.render import render_prompt
-from unift.engine import Completion, HFEngine, SamplingParams, cast_parameters, completion_text
+from unift.device import autocast_dtype, pick_device
+from unift.engine import (
+    Completion,
+    HFEngine,
+    SamplingParams,
+    cast_parameters,
+    completion_text,
+)
 from unift.errors import UserError
+from unift.files import create_dir, write_atomic
+from unift.models import load_model
 from unift.protocol import check, check_ground_truth, score, stop_strings
 from unift.tasks.base import CORRECT_SCORE, Example
 
@@ -106,28 +114,22 @@ def summarise(records: list[dict], k: int) -> dict[str, Any]:
 
 
 def evaluate_model(model_name: str, data: str, *, protocol: str = "official", task: str = "", limit: int = 0,
-                   k: int = 0, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32,
-                   template: str = "auto", precision: str = "auto", device: str = "auto", seed: int = 0,
-                   max_prompt_tokens: int = 0, check_out: Path | None = None) -> dict[str, Any]:
+                   k: int = 0, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256,
+                   batch_size: int = 32, template: str = "auto", precision: str = "auto", device: str = "auto",
+                   seed: int = 0, max_prompt_tokens: int = 0, check_out: Path | None = None) -> dict[str, Any]:
     """Load data and model by name and evaluate; the model runs wholly in the compute dtype
     (bf16 where supported), since evaluation needs no fp32 master weights."""
-    from unift.data.loading import load_examples
-    from unift.device import autocast_dtype, pick_device
-    from unift.models import load_model
-
     examples = load_examples(data, limit=limit, task=task)
     check_rows(protocol, examples)
     if check_out is not None:  # fail before minutes of generation, not after
-        from unift.train.setup import create_dir
-
         create_dir(check_out, "--out")
     dev = pick_device(device)
     model, tokenizer = load_model(model_name)
     dtype = autocast_dtype(precision, dev)
     cast_parameters(model.to(dev), dtype or model.dtype)
     return evaluate(model, tokenizer, examples, protocol=protocol, template=template,
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, k=k, temperature=temperature, top_p=top_p, seed=seed,
-                    max_prompt_tokens=max_prompt_tokens)
+                    max_new_tokens=max_new_tokens, batch_size=batch_size, k=k, temperature=temperature, top_p=top_p,
+                    seed=seed, max_prompt_tokens=max_prompt_tokens)
 
 
 def markdown_table(results: dict[str, Any], title: str = "") -> str:
@@ -158,6 +160,4 @@ def write_report(results: dict[str, Any], out_dir: Path, title: str = "") -> Non
     for name, text in (("results.json", json.dumps(summary, indent=1)),
                        ("results.md", markdown_table(results, title)),
                        ("records.jsonl", records)):
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out_dir / name)
+        write_atomic(out_dir / name, text)

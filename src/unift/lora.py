@@ -15,9 +15,9 @@ How unift uses it:
   optimizer (which takes only parameters with requires_grad) trains only them.
 * The KL reference of RL is the same model with the adapter switched off (`disabled_adapter`):
   no second copy is loaded.
-* `named_weights` gives the merged weights W0 + B A * alpha / r under the plain model's names,
-  without touching the policy: the rollout engine's bf16 copy is a plain merged model
-  (`plain_copy`) and syncs from them after every optimizer step.
+* `unift.weights.named_weights` gives the merged weights W0 + B A * alpha / r under the plain
+  model's names, without touching the policy: the rollout engine's bf16 copy is a plain merged
+  model (`unift.weights.plain_copy`) and syncs from them after every optimizer step.
 * `unift.models.save_model` writes a LoRA policy as a plain merged Hugging Face directory (what
   evaluation and vLLM load) plus `adapter/` (peft `save_pretrained`); `restore_weights` resumes a
   checkpoint from that adapter; `merge_adapter_dir` is `unift merge-lora`.
@@ -26,17 +26,15 @@ How unift uses it:
 from __future__ import annotations
 
 import contextlib
-import copy
-import sys
 import warnings
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from unift.errors import UserError, one_line
+from unift.models import ADAPTER_DIR, load_model, require_new_dir, save_model
+from unift.weights import disabled_adapter, is_lora, named_weights, plain_copy  # noqa: F401 (the LoRA API)
 
-ADAPTER_DIR = "adapter"            # the adapter's place inside a saved model directory
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
@@ -44,12 +42,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 def target_list(spec: str) -> list[str]:
     """'q_proj, v_proj' -> ['q_proj', 'v_proj']."""
     return [name.strip() for name in spec.split(",") if name.strip()]
-
-
-def is_lora(model) -> bool:
-    """True for a peft model (peft cannot have made one unless it was imported)."""
-    peft = sys.modules.get("peft")
-    return peft is not None and isinstance(model, peft.PeftModel)
 
 
 def apply_lora(model, lora_cfg):
@@ -77,59 +69,6 @@ def _quiet_peft():
         yield
 
 
-def disabled_adapter(model):
-    """Context in which a LoRA model computes with its base weights W0 only (no-op otherwise)."""
-    return model.disable_adapter() if is_lora(model) else contextlib.nullcontext()
-
-
-def _lora_delta(module) -> torch.Tensor | None:
-    """B A * alpha / r of a peft LoRA layer (summed over its active adapters), or None."""
-    if getattr(module, "merged", False) or getattr(module, "disable_adapters", False):
-        return None
-    deltas = [module.get_delta_weight(name) for name in module.active_adapters if name in module.lora_A]
-    return sum(deltas) if deltas else None
-
-
-@torch.no_grad()
-def named_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, weight) in the order and names of the plain model's `named_parameters()`.
-
-    A LoRA model yields W0 + B A * alpha / r for every adapted layer (computed, the policy is not
-    changed) and its frozen weights as they are; any other model yields its own parameters.
-    """
-    if not is_lora(model):
-        from unift.train.sharding import full_tensor
-
-        for name, param in model.named_parameters():  # FSDP2 shards are gathered (every rank calls this)
-            yield name, full_tensor(param)
-        return
-    from peft.tuners.lora import LoraLayer
-
-    base = model.get_base_model()
-    layers = {name: module for name, module in base.named_modules() if isinstance(module, LoraLayer)}
-    for name, param in base.named_parameters():
-        if any(part.startswith("lora_") for part in name.split(".")):
-            continue  # the adapter's own A and B
-        owner, _, leaf = name.rpartition(".base_layer.")
-        if owner and owner in layers:
-            delta = _lora_delta(layers[owner]) if leaf == "weight" else None
-            yield f"{owner}.{leaf}", param if delta is None else param + delta.to(param.dtype)
-        else:
-            yield name, param
-
-
-def plain_copy(model):
-    """A deep copy of the model as a plain transformers model (LoRA merged into the weights).
-
-    A model sharded with FSDP2 is gathered whole on every rank (a collective: all ranks call it)."""
-    from unift.train.sharding import full_copy, is_sharded
-
-    if is_sharded(model):
-        return full_copy(model)
-    duplicate = copy.deepcopy(model)
-    return duplicate.merge_and_unload() if is_lora(model) else duplicate
-
-
 def save_adapter(model, directory: Path) -> None:
     """The adapter alone (adapter_config.json, adapter_model.safetensors), as peft saves it."""
     model.save_pretrained(str(directory))
@@ -147,8 +86,6 @@ def restore_weights(model, model_dir: Path) -> None:
     if adapter.is_dir():
         raise UserError(f"checkpoint {model_dir.parent} was trained with LoRA; set lora.enabled=true "
                         f"(and the same lora settings) to resume it")
-    from unift.models import load_model
-
     resumed, _ = load_model(str(model_dir), safetensors_only=True)
     try:
         model.load_state_dict(resumed.state_dict())
@@ -188,9 +125,7 @@ def find_adapter(directory: Path) -> Path:
 
 def merge_adapter_dir(adapter_dir: str | Path, base: str, out: str | Path) -> Path:
     """Merge the adapter in `adapter_dir` into model `base`; write a plain Hugging Face model to `out`."""
-    from peft import PeftModel
-
-    from unift.models import load_model, require_new_dir, save_model
+    from peft import PeftModel  # optional dependency
 
     adapter = find_adapter(Path(adapter_dir))
     if not (adapter / ADAPTER_WEIGHTS).is_file():  # peft would fall back to a pickled adapter_model.bin

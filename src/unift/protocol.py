@@ -29,6 +29,7 @@ from unift.choices import PROTOCOLS
 from unift.errors import UserError, suggest
 from unift.tasks import get_task
 from unift.tasks.base import Example, Reward
+from unift.tasks.official import official_score
 
 UNIFT_STOP = "</answer>"
 """The stop string of protocol=unift."""
@@ -58,8 +59,6 @@ def score(protocol: str, example: Example, response: str) -> Reward:
 
 def score_text(protocol: str, response: str, ground_truth: Any, data_source: str = "", task: str = "") -> Reward:
     if check(protocol) == "official":
-        from unift.tasks.official import official_score
-
         return official_score(response, ground_truth, data_source=data_source, task=task)
     return get_task(task).score(response, ground_truth)
 
@@ -70,8 +69,15 @@ def check_ground_truth(protocol: str, example: Example, where: str) -> None:
     for probe in ("", "<answer> 0 </answer>"):
         try:
             score(protocol, example, probe)
-        except (ValueError, KeyError, TypeError) as exc:
-            detail = f"no key {exc}" if isinstance(exc, KeyError) else \
-                (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"{where}: malformed ground truth for task {example.task} ({detail}); "
-                            f"fix or remove the row") from None
+        except MALFORMED as exc:
+            raise malformed_ground_truth(where, example.task, exc) from None
+
+
+MALFORMED = (ValueError, KeyError, TypeError)
+"""What a scorer raises for a ground truth it cannot read (`malformed_ground_truth` words it)."""
+
+
+def malformed_ground_truth(where: str, task: str, exc: Exception) -> UserError:
+    """The one-line error for a row whose ground truth a scorer of `task` cannot read."""
+    detail = f"no key {exc}" if isinstance(exc, KeyError) else (str(exc).splitlines() or [type(exc).__name__])[0]
+    return UserError(f"{where}: malformed ground truth for task {task} ({detail}); fix or remove the row")

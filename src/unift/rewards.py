@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from unift.errors import UserError
+from unift.protocol import MALFORMED, malformed_ground_truth
 from unift.tasks import get_task
 
 RewardFunction = Callable[..., list[float]]
@@ -87,8 +88,8 @@ def _make(name: str) -> RewardFunction:
         for i, (text, truth) in enumerate(zip(texts, _ground_truths(name, len(texts), columns))):
             try:
                 scores.append(float(task.score(text, _clean(truth)).score))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise UserError(f"{name} reward: bad ground truth in row {i}: {exc}") from None
+            except MALFORMED as exc:
+                raise malformed_ground_truth(f"{name} reward: row {i}", name, exc) from None
         return scores
 
     reward.__name__ = reward.__qualname__ = name

@@ -13,11 +13,11 @@ trainer's parameters into vLLM's worker (`reload_weights`), no disk involved, an
 cache is reset so no KV block computed with old weights is reused.
 
 Log-probs are vLLM's "processed" log-probs (after temperature, as the built-in sampler and TRL
-report them; with top_p < 1 they are renormalised over the nucleus). They come from a different kernel and precision than the trainer's, so the
-trainer corrects the mismatch with truncated importance sampling (`rl.tis_cap`, see
-`unift.rl.policy_loss`) and logs it (`sampler_logp_abs_diff`).
+report them; with top_p < 1 they are renormalised over the nucleus). They come from a different
+kernel and precision than the trainer's, so the trainer corrects the mismatch with truncated
+importance sampling (`rl.tis_cap`, see `unift.rl.policy_loss`) and logs it (`sampler_logp_abs_diff`).
 
-Sampling is seeded once, on the engine (`rl.vllm_seed` = the run seed): a per-request seed
+Sampling is seeded once, on the engine (with the run's `seed`): a per-request seed
 crashes vLLM's CPU sampler, so `SamplingParams.seed` is not forwarded.
 """
 
@@ -31,6 +31,8 @@ import torch
 
 from unift.engine import Completion, SamplingParams
 from unift.errors import UserError
+from unift.models import save_model
+from unift.weights import is_lora, is_sharded, named_weights, plain_copy
 
 # The engine runs in this process (no engine-core subprocess), so the trainer can reach its weights.
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -49,9 +51,7 @@ def vllm_available() -> bool:
 
 def policy_weights(model):
     """(name, bf16 tensor) for every weight of the policy, in plain Hugging Face names (a LoRA
-    policy gives its merged weights, an FSDP2 policy its gathered ones: `unift.lora.named_weights`)."""
-    from unift.lora import named_weights
-
+    policy gives its merged weights, an FSDP2 policy its gathered ones: `unift.weights.named_weights`)."""
     for name, param in named_weights(model):
         yield name, param.detach().to(torch.bfloat16)
 
@@ -70,9 +70,6 @@ class VLLMEngine:
             from vllm import LLM
         except Exception as exc:  # ImportError, or a broken install
             raise UserError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
-        from unift.lora import is_lora, plain_copy
-        from unift.models import save_model
-        from unift.train.sharding import is_sharded
 
         self.policy = model
         self.tokenizer = tokenizer

@@ -12,12 +12,12 @@ from unift.rl.hints import (
     cosine_hint_fraction,
     hint_for,
     num_chunks,
-    with_answer_piece,
     official_stage_chunks,
     revealed_pieces,
     sample_chunks_binomial,
     sample_chunks_uniform,
     staged_hint_fraction,
+    with_answer_piece,
 )
 
 

@@ -3,12 +3,13 @@
 
 import torch
 
+from unift import files
 from unift.train import checkpoint
 
 
 def test_every_file_is_fsynced_before_the_rename_and_the_rename_after(tiny, tmp_path, monkeypatch):
-    synced, real = [], checkpoint._fsync
-    monkeypatch.setattr(checkpoint, "_fsync", lambda path: (synced.append(path), real(path)))
+    synced, real = [], files.fsync
+    monkeypatch.setattr(files, "fsync", lambda path: (synced.append(path), real(path)))
     model, tokenizer = tiny
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)

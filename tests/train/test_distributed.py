@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-
 from test_crash_resume import damage  # the sibling module's corruption helper
+
 from unift.train.distributed import World
 
 WEIGHT_ATOL = 1e-4

@@ -29,7 +29,7 @@ from unift.train.run import Run
 RSS_GROWTH_BOUND_MB = 64
 try:
     LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    LIBC.malloc_trim  # glibc only
+    LIBC.malloc_trim  # noqa: B018 (glibc only: AttributeError elsewhere)
 except (OSError, AttributeError):
     LIBC = None
 STEPS = 50

@@ -25,7 +25,7 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool = True) -> list[int
 class Cursor:
     consumed: int = 0  # examples taken so far, across epochs
 
-    def take(self, k: int, n: int, seed: int, shuffle: bool = True) -> tuple[list[int], "Cursor"]:
+    def take(self, k: int, n: int, seed: int, shuffle: bool = True) -> tuple[list[int], Cursor]:
         """The next k example indices (crossing epoch boundaries) and the advanced cursor."""
         out: list[int] = []
         pos = self.consumed

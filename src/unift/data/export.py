@@ -8,10 +8,10 @@ prompt/completion columns and pass the others to reward functions. Written atomi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from unift.errors import UserError
+from unift.files import write_atomic
 from unift.tasks.base import Example
 
 
@@ -26,12 +26,7 @@ def write_jsonl(examples: list[Example], path: Path) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create directory {path.parent} ({exc.strerror})") from None
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for ex in examples:
-                fh.write(json.dumps(example_to_row(ex), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(json.dumps(example_to_row(ex), ensure_ascii=False) + "\n" for ex in examples))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {path} ({exc.strerror})") from None

@@ -17,10 +17,12 @@ Every problem is reported as one line naming the file and the row.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from unift.errors import UserError
+from unift.tasks import get_task, task_for_data_source
 from unift.tasks.base import Example
 
 _SUFFIXES = (".parquet", ".jsonl", ".json")
@@ -107,8 +109,20 @@ def _text_of(messages: list[dict]) -> str:
 
 def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
     """Turn one row of any accepted format into an `Example` (UserError on a malformed row)."""
-    from unift.tasks import task_for_data_source
+    prompt, completion, extra = _prompt_and_completion(row, where)
+    task = str(row.get("task") or "")
+    if not task and row.get("data_source"):
+        try:
+            task = task_for_data_source(str(row["data_source"]))
+        except UserError:
+            task = ""  # fine for SFT/DFT; evaluation and RL ask for data.task
+    data_source = str(row.get("data_source") or task or default_source)
+    return Example(prompt=prompt, completion=completion, pieces=_pieces(row, where), ground_truth=_ground_truth(row),
+                   data_source=data_source, task=task, extra=extra)
 
+
+def _prompt_and_completion(row: dict, where: str) -> tuple[Any, str | None, dict[str, Any]]:
+    """(prompt: text or messages, reference completion or None, extra) of a TRL or verl row."""
     completion: str | None = None
     extra: dict[str, Any] = {}
     if "messages" in row and "prompt" not in row:
@@ -122,29 +136,33 @@ def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
             prompt = messages
         if not prompt:
             raise UserError(f"{where}: 'messages' holds no prompt before the assistant turn")
-    elif "prompt" in row:
-        raw = row["prompt"]
-        if isinstance(raw, str):
-            prompt = raw
-        elif _message_list(raw) and raw:
-            # verl/UFT parquet: one user message whose content is the whole TinyZero prompt.
-            verl = len(raw) == 1 and ("reward_model" in row or "question" in row)
-            prompt = str(raw[0]["content"]) if verl else list(raw)
-            extra["verl"] = verl
-        else:
-            raise UserError(f"{where}: 'prompt' must be a string or a list of {{role, content}} messages")
-        if "completion" in row and row["completion"] is not None:
-            comp = row["completion"]
-            if not (isinstance(comp, str) or _message_list(comp)):
-                raise UserError(f"{where}: 'completion' must be a string or a list of {{role, content}} messages")
-            completion = comp if isinstance(comp, str) else _text_of(comp)
-        elif isinstance(row.get("answer"), str) and ("reward_model" in row or "hint" in row):
-            completion = row["answer"]  # verl/UFT: full reference response
-    else:
+        return prompt, completion, extra
+    if "prompt" not in row:
         found = ", ".join(sorted(map(str, row))) or "none"
         raise UserError(f"{where}: no 'prompt' or 'messages' column (found: {found}); "
                         f"expected TRL format (prompt/completion or messages) or UFT verl parquet")
+    raw = row["prompt"]
+    if isinstance(raw, str):
+        prompt = raw
+    elif _message_list(raw) and raw:
+        # verl/UFT parquet: one user message whose content is the whole TinyZero prompt.
+        verl = len(raw) == 1 and ("reward_model" in row or "question" in row)
+        prompt = str(raw[0]["content"]) if verl else list(raw)
+        extra["verl"] = verl
+    else:
+        raise UserError(f"{where}: 'prompt' must be a string or a list of {{role, content}} messages")
+    if "completion" in row and row["completion"] is not None:
+        comp = row["completion"]
+        if not (isinstance(comp, str) or _message_list(comp)):
+            raise UserError(f"{where}: 'completion' must be a string or a list of {{role, content}} messages")
+        completion = comp if isinstance(comp, str) else _text_of(comp)
+    elif isinstance(row.get("answer"), str) and ("reward_model" in row or "hint" in row):
+        completion = row["answer"]  # verl/UFT: full reference response
+    return prompt, completion, extra
 
+
+def _pieces(row: dict, where: str) -> list[str]:
+    """The reference solution pieces (column `hint`, or `pieces`), empty ones dropped."""
     pieces = row.get("hint", row.get("pieces"))
     if pieces is None:
         pieces = []
@@ -152,25 +170,18 @@ def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
         pieces = [pieces]
     if not isinstance(pieces, list) or not all(isinstance(p, str) for p in pieces):
         raise UserError(f"{where}: 'hint' must be a list of strings (solution pieces)")
-    pieces = [p for p in pieces if p != ""]
+    return [p for p in pieces if p != ""]
 
+
+def _ground_truth(row: dict) -> Any:
+    """`ground_truth`, else verl's `reward_model.ground_truth` (a dict loses its null fields)."""
     ground_truth = row.get("ground_truth")
     reward_model = row.get("reward_model")
     if ground_truth is None and isinstance(reward_model, dict):
         ground_truth = reward_model.get("ground_truth")
     if isinstance(ground_truth, dict):
         ground_truth = {k: v for k, v in ground_truth.items() if v is not None}
-
-    task = str(row.get("task") or "")
-    if not task and row.get("data_source"):
-        try:
-            task = task_for_data_source(str(row["data_source"]))
-        except UserError:
-            task = ""  # fine for SFT/DFT; evaluation and RL ask for data.task
-
-    data_source = str(row.get("data_source") or task or default_source)
-    return Example(prompt=prompt, completion=completion, pieces=pieces, ground_truth=ground_truth,
-                   data_source=data_source, task=task, extra=extra)
+    return ground_truth
 
 
 def row_name(ex: Example, fallback: str) -> str:
@@ -183,8 +194,6 @@ def load_examples(source: str, *, limit: int = 0, task: str = "") -> list[Exampl
     if not source:
         raise UserError("no data given")
     if task:
-        from unift.tasks import get_task
-
         get_task(task)  # unknown names fail here, with a suggestion
     default_source = task or Path(source).stem.split(".")[0]
     examples = []

@@ -1,6 +1,6 @@
 """Render an `Example` into token ids plus one role per token.
 
-Roles (one int per token, see DESIGN: one token-role mask from rendering):
+Roles (one int per token; every loss selects its tokens by role, see docs/architecture.md):
     PROMPT     the question and template: never trained
     HINT       forced reference text after the prompt (UFT): trained by log-likelihood only
     GENERATED  text the policy sampled: trained by the RL loss
@@ -26,7 +26,6 @@ from unift.errors import UserError
 from unift.tasks.base import Example
 
 PROMPT, HINT, GENERATED, TARGET = 0, 1, 2, 3
-ROLE_NAMES = {PROMPT: "prompt", HINT: "hint", GENERATED: "generated", TARGET: "target"}
 
 
 @dataclass

@@ -26,7 +26,6 @@ from unift.choices import SCALES
 from unift.errors import UserError, suggest
 
 
-
 def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
     """[G*n] -> [G, n], checking the shape."""
     if rewards.dim() != 1:

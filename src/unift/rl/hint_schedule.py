@@ -25,8 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from unift.config import Config, HintConfig
-from unift.rl.hints import (AdaptiveHints, cosine_hint_fraction, hint_for, num_chunks, official_stage_chunks,
-                            sample_chunks_binomial, sample_chunks_uniform, with_answer_piece)
+from unift.rl.hints import (
+    AdaptiveHints,
+    cosine_hint_fraction,
+    hint_for,
+    num_chunks,
+    official_stage_chunks,
+    sample_chunks_binomial,
+    sample_chunks_uniform,
+    with_answer_piece,
+)
 
 
 @dataclass

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Hashable, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any
 
 PromptId = Hashable  # str or int in practice (kept as given in `state_dict`)
 

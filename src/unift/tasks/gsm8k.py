@@ -14,7 +14,13 @@ import re
 from typing import Any
 
 from unift.tasks.base import CORRECT_SCORE, FORMAT_SCORE, Reward
-from unift.tasks.math import MathTask, as_number, extract_math_answer, numbers_close, target_of
+from unift.tasks.math import (
+    MathTask,
+    as_number,
+    extract_math_answer,
+    numbers_close,
+    target_of,
+)
 
 _TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\{([^{}]*)\}")
 _NUMBER_WITH_UNIT = re.compile(r"(?a)(-?(?:\d+(?:\.\d*)?|\.\d+))\s*(?:[A-Za-z][A-Za-z .'/-]{0,40})?\.?")

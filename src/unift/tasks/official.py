@@ -58,8 +58,9 @@ Deliberate differences from the official code:
    read a value are rejected here too, so they score 0.1 as officially: integer literals with
    a leading zero ("05", "007"; "0" and "00" are fine) and whitespace inside the expression
    other than space, tab and form feed ("\\v", no-break and other unicode spaces, which the
-   regex's `\\s` lets through; "\\r" is a line break to Python, fine only inside parentheses). Non-ASCII digits ("٤٤") pass the official `\\d` checks,
-   then fail in both evaluators: 0.1 either way.
+   regex's `\\s` lets through; "\\r" is a line break to Python, fine only inside parentheses).
+   Non-ASCII digits ("٤٤") pass the official `\\d` checks, then fail in both evaluators: 0.1
+   either way.
 3. Ground truth. Malformed ground truth raises ValueError, KeyError or TypeError (the caller
    reports it in one line); the official code sometimes scores it instead:
    - countdown: `numbers` must be a list of numbers (official: strings silently never match,
@@ -87,14 +88,15 @@ Deliberate differences from the official code:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from numbers import Real
-from typing import Any, Callable
+from typing import Any
 
 from unift.errors import UserError
 from unift.tasks.answer import MAX_SCAN_CHARS
 from unift.tasks.base import CORRECT_SCORE, FORMAT_SCORE, Reward
+from unift.tasks.hendrycks_math import hendrycks_is_equiv, hendrycks_strip_string
 from unift.tasks.math import target_of
 from unift.tasks.safe_arith import ArithmeticParseError, evaluate
 
@@ -228,163 +230,6 @@ def score_countdown(response: str, ground_truth: Any) -> Reward:
     if abs(value - target) < _EXACT_TOLERANCE:
         return Reward(CORRECT_SCORE, _short(equation), "correct equation")
     return Reward(FORMAT_SCORE, _short(equation), "wrong result")
-
-
-# --------------------------------------------------------------------------------------------
-# MATH (math.py: lm-evaluation-harness hendrycks_math), ported verbatim
-
-
-def hendrycks_is_equiv(str1: str | None, str2: str | None) -> bool:
-    """`is_equiv` of the Hendrycks MATH harness: normalised strings equal, or, when the
-    normalisation raises, the raw strings equal."""
-    if str1 is None and str2 is None:
-        return True
-    if str1 is None or str2 is None:
-        return False
-    try:
-        ss1 = hendrycks_strip_string(str1)
-        ss2 = hendrycks_strip_string(str2)
-        return ss1 == ss2
-    except Exception:  # noqa: BLE001 - the official fallback, kept on purpose
-        return str1 == str2
-
-
-def _fix_fracs(string: str) -> str:
-    substrs = string.split("\\frac")
-    new_str = substrs[0]
-    if len(substrs) > 1:
-        substrs = substrs[1:]
-        for substr in substrs:
-            new_str += "\\frac"
-            if substr[0] == "{":  # IndexError on a trailing "\frac": caught by is_equiv
-                new_str += substr
-            else:
-                if len(substr) < 2:  # the official `assert len(substr) >= 2` ... `except AssertionError`
-                    return string
-                a = substr[0]
-                b = substr[1]
-                if b != "{":
-                    if len(substr) > 2:
-                        post_substr = substr[2:]
-                        new_str += "{" + a + "}{" + b + "}" + post_substr
-                    else:
-                        new_str += "{" + a + "}{" + b + "}"
-                else:
-                    if len(substr) > 2:
-                        post_substr = substr[2:]
-                        new_str += "{" + a + "}" + b + post_substr
-                    else:
-                        new_str += "{" + a + "}" + b
-    string = new_str
-    return string
-
-
-def _fix_a_slash_b(string: str) -> str:
-    if len(string.split("/")) != 2:
-        return string
-    a = string.split("/")[0]
-    b = string.split("/")[1]
-    a = int(a)  # ValueError is NOT caught officially (only AssertionError): is_equiv falls back
-    b = int(b)
-    if string != "{}/{}".format(a, b):  # the official assert ... `except AssertionError`
-        return string
-    new_string = "\\frac{" + str(a) + "}{" + str(b) + "}"
-    return new_string
-
-
-def _remove_right_units(string: str) -> str:
-    # "\\text{ " only ever occurs (at least in the val set) when describing units
-    if "\\text{ " in string:
-        splits = string.split("\\text{ ")
-        if len(splits) != 2:  # the official `assert len(splits) == 2`, independent of -O
-            raise AssertionError("more than one '\\text{ '")
-        return splits[0]
-    else:
-        return string
-
-
-def _fix_sqrt(string: str) -> str:
-    if "\\sqrt" not in string:
-        return string
-    splits = string.split("\\sqrt")
-    new_string = splits[0]
-    for split in splits[1:]:
-        if split[0] != "{":  # IndexError on a trailing "\sqrt": caught by is_equiv
-            a = split[0]
-            new_substr = "\\sqrt{" + a + "}" + split[1:]
-        else:
-            new_substr = "\\sqrt" + split
-        new_string += new_substr
-    return new_string
-
-
-def hendrycks_strip_string(string: str) -> str:
-    """`strip_string` of the Hendrycks MATH harness (may raise: see `hendrycks_is_equiv`).
-
-    The official asserts are written as explicit checks, so `python -O` changes nothing.
-    """
-    # linebreaks
-    string = string.replace("\n", "")
-
-    # remove inverse spaces
-    string = string.replace("\\!", "")
-
-    # replace \\ with \
-    string = string.replace("\\\\", "\\")
-
-    # replace tfrac and dfrac with frac
-    string = string.replace("tfrac", "frac")
-    string = string.replace("dfrac", "frac")
-
-    # remove \left and \right
-    string = string.replace("\\left", "")
-    string = string.replace("\\right", "")
-
-    # Remove circ (degrees)
-    string = string.replace("^{\\circ}", "")
-    string = string.replace("^\\circ", "")
-
-    # remove dollar signs
-    string = string.replace("\\$", "")
-
-    # remove units (on the right)
-    string = _remove_right_units(string)
-
-    # remove percentage (the official code has this line twice, as "\\%" and "\%")
-    string = string.replace("\\%", "")
-    string = string.replace("\\%", "")
-
-    # " 0." equivalent to " ." and "{0." equivalent to "{." Alternatively, add "0" if "." is the start of the string
-    string = string.replace(" .", " 0.")
-    string = string.replace("{.", "{0.")
-    # if empty, return empty string
-    if len(string) == 0:
-        return string
-    if string[0] == ".":
-        string = "0" + string
-
-    # to consider: get rid of e.g. "k = " or "q = " at beginning
-    if len(string.split("=")) == 2:
-        if len(string.split("=")[0]) <= 2:
-            string = string.split("=")[1]
-
-    # fix sqrt3 --> sqrt{3}
-    string = _fix_sqrt(string)
-
-    # remove spaces
-    string = string.replace(" ", "")
-
-    # \frac1b or \frac12 --> \frac{1}{b} and \frac{1}{2}, etc. Even works with \frac1{72} (but not \frac{72}1). Also does a/b --> \\frac{a}{b}
-    string = _fix_fracs(string)
-
-    # manually change 0.5 --> \frac{1}{2}
-    if string == "0.5":
-        string = "\\frac{1}{2}"
-
-    # NOTE: X/Y changed to \frac{X}{Y} in dataset, but in simple cases fix in case the model output is X/Y
-    string = _fix_a_slash_b(string)
-
-    return string
 
 
 def score_math(response: str, ground_truth: Any) -> Reward:

@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from unift.errors import UserError, one_line
+from unift.files import fsync
 from unift.train import checkpoint as ckpt
+from unift.train.dcp_io import DCPRefused, read_metadata, safe_reader
 from unift.train.plain_state import save_state
 
 
@@ -34,7 +36,8 @@ def convert_checkpoint(directory: Path) -> Path:
     """Rewrite the 0.1-format checkpoint `directory` in place; return it."""
     directory = Path(directory)
     if not (directory / ckpt.MANIFEST).is_file():
-        raise UserError(f"{directory} is not a unift checkpoint (no {ckpt.MANIFEST}); give a checkpoints/step-N directory")
+        raise UserError(f"{directory} is not a unift checkpoint (no {ckpt.MANIFEST}); "
+                        f"give a checkpoints/step-N directory")
     legacy = [name for name in ckpt.LEGACY_FILES if (directory / name).is_file()]
     if not legacy:
         raise UserError(f"checkpoint {directory} has none of {', '.join(ckpt.LEGACY_FILES)}: nothing to convert")
@@ -47,8 +50,9 @@ def convert_checkpoint(directory: Path) -> Path:
                         f"convert another checkpoint")
     sharded = (directory / "sharded").is_dir()
     if sharded:
+        scheduler = directory / "scheduler.pt"
         optimizer = {"param_groups": _legacy_param_groups(directory / "sharded"),
-                     "scheduler": _field(_legacy_load(directory / "scheduler.pt"), "scheduler", directory / "scheduler.pt")}
+                     "scheduler": _field(_legacy_load(scheduler), "scheduler", scheduler)}
     else:
         state = _legacy_load(directory / "optimizer.pt")
         optimizer = {"optimizer": _field(state, "optimizer", directory / "optimizer.pt"),
@@ -71,13 +75,13 @@ def convert_checkpoint(directory: Path) -> Path:
     _into_place(tmp, directory / ckpt.MANIFEST)
     for name in legacy:
         (directory / name).unlink()
-    ckpt._fsync(directory)
+    fsync(directory)
     return directory
 
 
 def _into_place(tmp: Path, final: Path) -> None:
     """On disk first, then under its name."""
-    ckpt._fsync(tmp)
+    fsync(tmp)
     os.replace(tmp, final)
 
 
@@ -112,8 +116,6 @@ def _legacy_param_groups(sharded: Path) -> list[dict]:
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint import DefaultLoadPlanner
     from torch.distributed.checkpoint.metadata import BytesStorageMetadata
-
-    from unift.train.dcp_io import DCPRefused, read_metadata, safe_reader
 
     try:
         metadata = read_metadata(sharded)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from unift.weights import is_sharded
+
 
 @dataclass(frozen=True)
 class World:
@@ -68,8 +70,6 @@ class World:
         """Sum every gradient over ranks, in one flat buffer per dtype (replicas take the same step).
 
         A model sharded with FSDP2 has reduce-scattered its gradients in backward: nothing to do."""
-        from unift.train.sharding import is_sharded
-
         if not self.distributed or is_sharded(model):
             return
         for param in model.parameters():  # a rank with no rows this step still joins, with zeros

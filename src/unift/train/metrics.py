@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
+
+from unift.errors import UserError
+from unift.files import write_atomic
 
 
 class MetricsLogger:
@@ -30,8 +32,6 @@ class MetricsLogger:
             try:
                 import wandb as wandb_module
             except ImportError:
-                from unift.errors import UserError
-
                 raise UserError("log.wandb=true needs the wandb package (pip install wandb)") from None
             self.wandb = wandb_module.init(name=run_name or None, config=config, resume="allow")
         self.bar = None
@@ -51,9 +51,7 @@ class MetricsLogger:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")  # a crash here keeps the old file
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_atomic(self.path, "".join(k + "\n" for k in kept))  # a crash here keeps the old file
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         record = {"step": step, **{k: _plain(v) for k, v in metrics.items()}}

@@ -111,7 +111,8 @@ def _decode(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
         return tensors[tree[kind]]
     if kind == "$tuple" and isinstance(tree[kind], list):
         return tuple(_decode(v, tensors) for v in tree[kind])
-    if kind == "$dict" and isinstance(tree[kind], list) and all(isinstance(p, list) and len(p) == 2 for p in tree[kind]):
+    pairs = tree[kind]
+    if kind == "$dict" and isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs):
         return {_hashable(_decode(k, tensors)): _decode(v, tensors) for k, v in tree[kind]}
     if kind == "$ndarray" and isinstance(tree.get("dtype"), str) and tree["dtype"] in _NUMPY_DTYPES:
         try:

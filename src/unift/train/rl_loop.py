@@ -62,6 +62,7 @@ from unift.data.loading import load_examples, row_name
 from unift.data.render import HINT, Rendered, end_of_response, render_prompt
 from unift.engine import Completion, HFEngine, RolloutEngine, SamplingParams
 from unift.errors import UserError
+from unift.files import create_dir
 from unift.models import add_end_tokens
 from unift.protocol import check_ground_truth, stop_strings
 from unift.rl.advantages import group_advantages, zero_std_fraction
@@ -74,7 +75,7 @@ from unift.train.faults import kill_point
 from unift.train.rl_update import update
 from unift.train.run import Run
 from unift.train.schedule import lr_multiplier
-from unift.train.setup import build_optimizer, create_dir, load_policy, load_reference
+from unift.train.setup import build_optimizer, load_policy, load_reference
 
 
 @dataclass

@@ -33,13 +33,13 @@ from unift.data.batching import collate
 from unift.data.render import GENERATED, HINT
 from unift.device import autocast
 from unift.logprobs import sequence_logprobs, sequence_logprobs_and_entropy
-from unift.lora import disabled_adapter
 from unift.rl.objective import uft_loss
 from unift.rl.policy_loss import truncated_is_weight
 from unift.rl.rollout import Sequence, prune_for_update
 from unift.train.distributed import World
 from unift.train.setup import clip_gradients
 from unift.train.sharding import catch_up
+from unift.weights import disabled_adapter
 
 
 @dataclass
@@ -134,7 +134,7 @@ def plan_minibatches(sequences: list[Sequence], cfg: Config, world: World, prune
 
 
 def update(model, reference, optimizer, scheduler, sequences: list[Sequence], cfg: Config, pad_id, device,
-           amp, prune: bool = True, world: World = World()) -> dict[str, float | None]:
+           amp, prune: bool = True, world: World = World()) -> dict[str, float | None]:  # noqa: B008 (frozen)
     """Optimizer updates on one rollout batch (see the module docstring); returns its metrics.
 
     prune: skip the work that cannot change the loss (see `unift.rl.rollout.prune_for_update`)."""

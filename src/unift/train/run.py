@@ -15,7 +15,6 @@ Every ending writes OUTPUT_DIR/summary.json (status, step, checkpoint, final mod
 from __future__ import annotations
 
 import json
-import os
 import signal
 import threading
 from pathlib import Path
@@ -26,11 +25,13 @@ import yaml
 from unift.config import Config, to_dict
 from unift.data.batching import Cursor
 from unift.errors import UserError
+from unift.files import write_atomic
+from unift.models import save_model
 from unift.train import checkpoint as ckpt
 from unift.train.distributed import current_world
 from unift.train.metrics import MetricsLogger
 from unift.train.setup import PeriodicEval
-from unift.train.sharding import full_copy, is_sharded
+from unift.weights import full_copy, is_sharded
 
 
 class Run:
@@ -131,8 +132,6 @@ class Run:
 
     def finish(self, step: int, cursor: Cursor, extra_state: dict[str, Any] | None = None) -> Path:
         """Last checkpoint, close the sinks, write the final Hugging Face model."""
-        from unift.models import save_model
-
         self.save(step, cursor, extra_state)
         final = self.output_dir / "final"
         model = full_copy(self.model, main_only=True) if is_sharded(self.model) else self.model
@@ -187,9 +186,7 @@ class Run:
         summary = {"status": status, "step": step, "total_steps": self.total,
                    "checkpoint": str(last) if last else None, "final_model": str(final) if final else None,
                    "message": message}
-        tmp = self.output_dir / f".summary.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(summary, indent=1) + "\n")
-        os.replace(tmp, self.output_dir / "summary.json")
+        write_atomic(self.output_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
 
 
 class _SilentLogger:

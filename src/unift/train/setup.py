@@ -10,8 +10,15 @@ import numpy as np
 import torch
 
 from unift.config import Config
+from unift.data.loading import load_examples, row_name
+from unift.device import autocast_dtype, pick_device
 from unift.errors import UserError
+from unift.evaluate import evaluate
+from unift.lora import apply_lora
+from unift.models import load_model
 from unift.train.distributed import current_world
+from unift.train.sharding import shard
+from unift.weights import full_tensor
 
 
 def seed_everything(seed: int) -> None:
@@ -22,8 +29,6 @@ def seed_everything(seed: int) -> None:
 
 def load_sft_data(cfg: Config):
     """Load the training rows and check they carry what SFT/DFT needs."""
-    from unift.data.loading import load_examples, row_name
-
     examples = load_examples(cfg.data.train, limit=cfg.data.limit, task=cfg.data.task)
     for i, ex in enumerate(examples):
         if ex.completion is None:
@@ -51,18 +56,6 @@ def check_output_dir(cfg: Config) -> Path:
     return out
 
 
-def create_dir(out: Path, what: str = "output_dir") -> Path:
-    """Make `out` and prove a file can be written there (catches full or read-only disks)."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"0" * 4096)
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{what} {out} is not writable ({exc.strerror})") from None
-    return out
-
-
 def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """AdamW; no weight decay on biases and norm weights (1-D parameters)."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -77,8 +70,6 @@ def clip_gradients(model: torch.nn.Module, max_norm: float) -> float:
     """Clip the global gradient norm to max_norm (0 = no clipping); returns the norm before clipping.
 
     Sharded gradients (FSDP2) give the norm of the whole gradient, the same on every rank."""
-    from unift.train.sharding import full_tensor
-
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm if max_norm > 0 else float("inf"))
     return float(full_tensor(norm))
 
@@ -87,8 +78,6 @@ class PeriodicEval:
     """Greedy pass@1 on the held-out set every `eval.every` steps under the run's protocol, for learning curves."""
 
     def __init__(self, cfg: Config, tokenizer, amp):
-        from unift.data.loading import load_examples
-
         self.cfg, self.tokenizer, self.amp = cfg, tokenizer, amp
         self.examples = load_examples(cfg.eval.data, limit=cfg.eval.limit, task=cfg.eval.task) \
             if cfg.eval.every else []
@@ -97,8 +86,6 @@ class PeriodicEval:
         return bool(self.examples) and (step % self.cfg.eval.every == 0 or step == total)
 
     def __call__(self, model) -> dict[str, float]:
-        from unift.evaluate import evaluate
-
         e = self.cfg.eval
         r = evaluate(model, self.tokenizer, self.examples, protocol=self.cfg.protocol, template=self.cfg.data.template,
                      max_new_tokens=e.max_new_tokens, batch_size=e.batch_size, dtype=self.amp,
@@ -112,10 +99,6 @@ def load_policy(cfg: Config):
 
     Returns (output_dir, device, model, tokenizer, autocast dtype); with lora.enabled the model is
     a peft model whose base weights are frozen. Nothing is written yet."""
-    from unift.data.loading import load_examples
-    from unift.device import autocast_dtype, pick_device
-    from unift.models import load_model
-
     if cfg.eval.data:
         load_examples(cfg.eval.data, limit=1, task=cfg.eval.task)
     output_dir = check_output_dir(cfg)
@@ -126,7 +109,6 @@ def load_policy(cfg: Config):
         device = torch.device("cuda", world.local_rank)
     model, tokenizer = load_model(cfg.model, seed=cfg.seed)
     if cfg.lora.enabled:  # only the adapters require gradients, so only they reach the optimizer
-        from unift.lora import apply_lora
 
         model = apply_lora(model, cfg.lora)
     model.to(device).train()
@@ -138,7 +120,6 @@ def _maybe_shard(model, cfg: Config):
     world = current_world()
     if cfg.parallel.strategy != "fsdp2" or not world.distributed:
         return model
-    from unift.train.sharding import shard
 
     return shard(model, world)
 
@@ -146,8 +127,6 @@ def _maybe_shard(model, cfg: Config):
 def load_reference(cfg: Config, policy, device):
     """The frozen initial model of the KL term: with LoRA the policy itself, used with its adapter
     disabled (`unift.lora.disabled_adapter`); else a second copy of the starting model."""
-    from unift.models import load_model
-
     if cfg.lora.enabled:
         return policy
     reference, _ = load_model(cfg.model, seed=cfg.seed)

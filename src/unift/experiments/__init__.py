@@ -1,0 +1,1 @@
+"""Self-contained experiments shipped with unift (`unift horizon`): not part of the training library."""
