@@ -112,6 +112,33 @@ def test_unift_modules_are_imported_at_the_top():
     assert late == []
 
 
+# other packages imported inside a function: optional extras and loads that only some runs need
+LAZY_IMPORTS = {"vllm", "vllm.inputs", "peft", "peft.tuners.lora", "wandb", "matplotlib", "matplotlib.pyplot",
+                "datasets", "math_verify", "huggingface_hub", "fcntl", "numpy._core.multiarray",
+                "numpy.core.multiarray", "pyarrow.parquet", "torch.utils.tensorboard", "tqdm.auto",
+                "transformers.utils", "transformers.modeling_gguf_pytorch_utils"}
+
+
+def test_other_packages_are_imported_late_only_for_a_reason():
+    """Only the modules of LAZY_IMPORTS, each with a comment that says why (on its line or just above)."""
+    late = []
+    for path in modules().values():
+        lines = path.read_text().splitlines()
+        for fn in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                names = [node.module] if isinstance(node, ast.ImportFrom) else \
+                    [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names = [n for n in names if n and not n.startswith("unift")]
+                if not names:
+                    continue
+                said = any("#" in line for line in lines[node.lineno - 3:node.end_lineno])  # its line or 2 above
+                if not said or any(n not in LAZY_IMPORTS for n in names):
+                    late.append(f"{path.relative_to(SRC)}:{node.lineno} imports {', '.join(names)} in {fn.name}")
+    assert late == []
+
+
 def test_files_and_functions_are_small():
     big = []
     for path in modules().values():

@@ -154,7 +154,7 @@ def _quiet_libraries() -> None:
     """Keep the terminal for unift's own progress: no per-file load/save bars from transformers."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # start-up time: only when a command runs
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()

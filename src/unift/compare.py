@@ -139,10 +139,11 @@ def report_markdown(results: dict[str, Any], spec: dict[str, Any], protocol: str
 
 
 def plot_curves(out: Path, runs: list[str]) -> None:
+    # optional at run time: matplotlib loads only when the plots are drawn
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): drawn without a display
 
     for key, file, ylabel in (("eval_pass@1", "accuracy.png", "held-out pass@1"),
                               ("reward", "reward.png", "training reward (mean)")):

@@ -30,6 +30,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from unift.errors import UserError, one_line
 from unift.models import ADAPTER_DIR, load_model, require_new_dir, save_model
@@ -46,6 +47,7 @@ def target_list(spec: str) -> list[str]:
 
 def apply_lora(model, lora_cfg):
     """Wrap `model` in LoRA adapters as `lora_cfg` (unift.config.LoRAConfig) says; the base freezes."""
+    # peft loads only for LoRA runs (lora.enabled)
     from peft import LoraConfig, get_peft_model
 
     targets = target_list(lora_cfg.target_modules)
@@ -95,8 +97,8 @@ def restore_weights(model, model_dir: Path) -> None:
 
 
 def _load_adapter_weights(model, adapter: Path) -> None:
+    # peft loads only for LoRA runs
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
 
     try:
         weights = load_file(str(adapter / ADAPTER_WEIGHTS))
@@ -125,7 +127,7 @@ def find_adapter(directory: Path) -> Path:
 
 def merge_adapter_dir(adapter_dir: str | Path, base: str, out: str | Path) -> Path:
     """Merge the adapter in `adapter_dir` into model `base`; write a plain Hugging Face model to `out`."""
-    from peft import PeftModel  # optional dependency
+    from peft import PeftModel  # peft loads only for LoRA adapters
 
     adapter = find_adapter(Path(adapter_dir))
     if not (adapter / ADAPTER_WEIGHTS).is_file():  # peft would fall back to a pickled adapter_model.bin

@@ -67,7 +67,7 @@ class VLLMEngine:
                  kv_cache_gb: float = 4.0, workdir: str | Path | None = None):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(kv_cache_gb))))
         try:
-            from vllm import LLM
+            from vllm import LLM  # the optional vllm extra
         except Exception as exc:  # ImportError, or a broken install
             raise UserError(f"{INSTALL_HINT} ({type(exc).__name__}: {exc})") from None
 
@@ -92,6 +92,7 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
+        # vllm: the optional extra, loaded by the vLLM backend only
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 

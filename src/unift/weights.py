@@ -20,6 +20,12 @@ import sys
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
+import transformers
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import FSDPModule
+from torch.distributed.tensor import DTensor
+from transformers import AutoModelForCausalLM
 
 
 def is_lora(model) -> bool:
@@ -29,10 +35,6 @@ def is_lora(model) -> bool:
 
 
 def is_sharded(model) -> bool:
-    from torch.distributed.fsdp import (
-        FSDPModule,  # start-up time: torch.distributed.fsdp is large
-    )
-
     return isinstance(model, FSDPModule)
 
 
@@ -43,8 +45,6 @@ def disabled_adapter(model):
 
 def full_tensor(t: torch.Tensor) -> torch.Tensor:
     """The whole tensor of a shard (a collective: every rank calls it); other tensors unchanged."""
-    from torch.distributed.tensor import DTensor  # start-up time
-
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
@@ -67,9 +67,8 @@ def named_weights(model) -> Iterator[tuple[str, torch.Tensor]]:
         for name, param in model.named_parameters():  # FSDP2 shards are gathered (every rank calls this)
             yield name, full_tensor(param)
         return
-    from peft.tuners.lora import (
-        LoraLayer,  # optional dependency (only a LoRA model gets here)
-    )
+    # peft: only a LoRA model gets here
+    from peft.tuners.lora import LoraLayer
 
     base = model.get_base_model()
     layers = {name: module for name, module in base.named_modules() if isinstance(module, LoraLayer)}
@@ -98,12 +97,6 @@ def full_copy(model, main_only: bool = False):
     """A plain transformers model holding the sharded model's current weights (a collective).
 
     main_only: only rank 0 gets the copy; the others get None."""
-    import torch.distributed as dist
-    from torch.distributed.checkpoint.state_dict import (  # start-up time
-        StateDictOptions,
-        get_model_state_dict,
-    )
-
     device = next(model.parameters()).device
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=main_only))
     if main_only and dist.is_initialized() and dist.get_rank() != 0:
@@ -113,8 +106,6 @@ def full_copy(model, main_only: bool = False):
 
 def plain_model(config, state: dict[str, torch.Tensor], device: torch.device):
     """A transformers causal LM built from `config` with the weights `state` (tied ones re-tied)."""
-    from transformers import AutoModelForCausalLM  # start-up time
-
     dtype = next(iter(state.values())).dtype
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=False, **dtype_kwargs(dtype))
@@ -129,7 +120,5 @@ def plain_model(config, state: dict[str, torch.Tensor], device: torch.device):
 
 def dtype_kwargs(dtype: torch.dtype) -> dict:
     """The dtype keyword of `from_pretrained` / `from_config`: `dtype` from transformers 4.56, `torch_dtype` before."""
-    import transformers  # start-up time
-
     major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}

@@ -43,6 +43,7 @@ def _read_rows_unchecked(source: str) -> Iterator[tuple[int, dict]]:
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".parquet":
+            # pyarrow loads only for parquet files
             import pyarrow.parquet as pq
 
             try:

@@ -7,6 +7,7 @@ setting are `unift.experiments.horizon_model`.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import sys
@@ -196,12 +197,11 @@ def markdown_table(results: dict) -> str:
 
 def plot_png(results: dict) -> bytes:
     """Episodes to solve vs H on a log scale: median line, min-max band, capped runs marked."""
-    import io
-
+    # matplotlib loads only when the plot is drawn
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): drawn without a display
 
     cfg = results["config"]
     budget = cfg["budget"]

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from unift.errors import UserError
 from unift.files import file_table, make_temp_dir, replace_dir, table_holds
@@ -85,8 +86,6 @@ def _source(gguf: Path) -> dict:
 
 
 def _build_tokenizer_dir(gguf: Path, directory: Path) -> None:
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, trust_remote_code=False)
     if tokenizer.eos_token != _EMBEDDED_EOS:
         raise RuntimeError(f"embedded tokenizer: eos is {tokenizer.eos_token!r}, expected {_EMBEDDED_EOS!r}")
@@ -114,12 +113,7 @@ def _check_same_tokenizer(expected, actual) -> None:
 
 def _build_model_dir(gguf: Path, tokenizer_dir: Path, directory: Path) -> None:
     """De-quantise the GGUF into a plain LlamaForCausalLM and save it with the tokenizer."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        GenerationConfig,
-    )
+    # the GGUF reader (and the gguf package) loads only for the one-time conversion
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     print(f"unift: converting the embedded model {gguf.name} to {directory.parent / EMBEDDED_DIR_NAME} "
@@ -200,7 +194,7 @@ def _build_cached_dir(root: Path, name: str, source: dict, build: Callable[[Path
 def _build_lock(path: Path) -> Iterator[bool]:
     """Exclusive lock while building a cache entry; yields False where fcntl is missing."""
     try:
-        import fcntl
+        import fcntl  # POSIX only
     except ImportError:
         yield False
         return

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unift.errors import UserError, one_line
 from unift.models.embedded import EMBEDDED, embedded_model_dir, embedded_tokenizer_dir
@@ -78,8 +79,6 @@ def _load_named(name: str, dtype: torch.dtype, safetensors_only: bool = False):
 
 
 def _load_dir(path: Path, dtype: torch.dtype, safetensors_only: bool = False):
-    from transformers import AutoModelForCausalLM
-
     only = {}
     if safetensors_only:
         _require_safetensors(path)
@@ -118,8 +117,6 @@ def _require_safetensors(path: Path) -> None:
 
 def load_tokenizer(path: Path):
     """The tokenizer in a local directory, never with code of its own."""
-    from transformers import AutoTokenizer
-
     with custom_code_is_user_error(path):
         return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
 
@@ -140,8 +137,6 @@ def custom_code_is_user_error(where) -> Iterator[None]:
 
 def _load_hub(name: str, dtype: torch.dtype):
     """From the local Hugging Face cache, else online once; any failure is one UserError."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     unknown = (f"model '{name}' is not a local directory, a built-in name ({EMBEDDED}, {TINY}) "
                f"or a model in the Hugging Face cache")
     kwargs = {"trust_remote_code": False, **dtype_kwargs(dtype)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 TINY = "tiny"
 
@@ -10,8 +11,6 @@ TINY = "tiny"
 def tiny_model_config(vocab_size: int, *, bos_token_id: int | None = 1, eos_token_id: int | None = 2,
                       pad_token_id: int | None = 2):
     """Config of the ``tiny`` model: Llama, hidden 64, 2 layers, 4 heads (2 kv), tied embeddings."""
-    from transformers import LlamaConfig
-
     return LlamaConfig(
         vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
@@ -25,8 +24,6 @@ def build_tiny_model(tokenizer, seed: int = 0):
 
     Deterministic for a seed; the global torch RNG is left as it was.
     """
-    from transformers import GenerationConfig, LlamaForCausalLM
-
     config = tiny_model_config(len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                                eos_token_id=tokenizer.eos_token_id,
                                pad_token_id=tokenizer.pad_token_id)

@@ -255,6 +255,7 @@ _math_verify: Any = None
 def _load_math_verify() -> Any:
     global _math_verify
     if _math_verify is None:
+        # math-verify loads (slowly) on the first symbolic comparison only
         import math_verify
 
         # We pass timeout=None (we bound the work ourselves); silence its warnings about it.

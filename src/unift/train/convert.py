@@ -24,6 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import BytesStorageMetadata
 
 from unift.errors import UserError, one_line
 from unift.files import fsync
@@ -113,10 +116,6 @@ def _field(state: Any, key: str, path: Path) -> Any:
 
 def _legacy_param_groups(sharded: Path) -> list[dict]:
     """The optimizer's param_groups, which 0.1 stored as pickled (bytes) DCP entries."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint import DefaultLoadPlanner
-    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
-
     try:
         metadata = read_metadata(sharded)
     except DCPRefused as exc:

@@ -25,6 +25,10 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import DefaultLoadPlanner, FileSystemReader
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from unift.errors import one_line
 
@@ -77,8 +81,6 @@ class _MetadataUnpickler(pickle._Unpickler):  # the pure-Python one: its BUILD c
 
 def read_metadata(directory: Path):
     """DCP's Metadata of `directory`, unpickled with the allow-list above; data files checked."""
-    from torch.distributed.checkpoint.metadata import Metadata
-
     path = directory / ".metadata"
     try:
         with path.open("rb") as fh:
@@ -87,7 +89,6 @@ def read_metadata(directory: Path):
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or garbage pickles raise all sorts
         raise DCPRefused(f"its .metadata does not load ({type(exc).__name__}: {one_line(exc)})") from None
-    from torch.distributed.checkpoint.metadata import StorageMeta
 
     if (not isinstance(metadata, Metadata) or not isinstance(getattr(metadata, "storage_data", None), dict)
             or not isinstance(getattr(metadata, "state_dict_metadata", None), dict)
@@ -102,9 +103,6 @@ def read_metadata(directory: Path):
 
 def safe_reader(directory: Path, metadata=None):
     """DCP's FileSystemReader, taking its metadata from `read_metadata` (or the one given)."""
-    from torch.distributed.checkpoint import FileSystemReader
-    from torch.distributed.checkpoint.metadata import StorageMeta
-
     checked = metadata if metadata is not None else read_metadata(directory)  # refused here, not inside DCP
 
     class SafeReader(FileSystemReader):
@@ -118,8 +116,6 @@ def safe_reader(directory: Path, metadata=None):
 
 
 def _planner():
-    from torch.distributed.checkpoint import DefaultLoadPlanner
-
     class TensorsOnlyPlanner(DefaultLoadPlanner):
         def load_bytes(self, read_item, value) -> None:
             raise DCPRefused(f"its entry {read_item.dest_index.fqn} is not a tensor "
@@ -130,9 +126,6 @@ def _planner():
 
 def load_tensors(state: dict[str, Any], directory: Path, no_dist: bool = False) -> None:
     """Fill the tensors of `state` (nested dicts of tensors / DTensors) in place from `directory`."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.api import CheckpointException
-
     try:
         with warnings.catch_warnings():  # no_dist: "assuming the intent is to load in a single process": it is
             warnings.simplefilter("ignore", UserWarning)

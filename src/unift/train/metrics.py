@@ -24,18 +24,20 @@ class MetricsLogger:
         self.file = self.path.open("a", encoding="utf-8")
         self.tb = None
         if tensorboard:
+            # TensorBoard loads only when log.tensorboard is on
             from torch.utils.tensorboard import SummaryWriter
 
             self.tb = SummaryWriter(str(output_dir / "tb"), purge_step=start_step + 1 if start_step else None)
         self.wandb = None
         if wandb:
             try:
-                import wandb as wandb_module
+                import wandb as wandb_module  # the optional wandb extra, only with log.wandb
             except ImportError:
                 raise UserError("log.wandb=true needs the wandb package (pip install wandb)") from None
             self.wandb = wandb_module.init(name=run_name or None, config=config, resume="allow")
         self.bar = None
         if progress:
+            # the progress bar loads only when log.progress is on
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)

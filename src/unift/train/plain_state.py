@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from unift.errors import one_line
 
@@ -42,8 +44,6 @@ class StateFileError(ValueError):
 
 def save_state(obj: Any, path: Path) -> None:
     """Write `obj` (nested dict/list/tuple/str/int/float/bool/None/tensor/ndarray) to `path`."""
-    from safetensors.torch import save_file
-
     tensors: dict[str, torch.Tensor] = {}
     tree = _encode(obj, tensors, set())
     save_file(tensors, str(path), metadata={"format": FORMAT, "tree": json.dumps(tree)})
@@ -51,8 +51,6 @@ def save_state(obj: Any, path: Path) -> None:
 
 def load_state(path: Path) -> Any:
     """The object `save_state` wrote to `path`; `StateFileError` for anything else."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}

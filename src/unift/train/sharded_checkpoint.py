@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from unift.errors import UserError, one_line
 from unift.models import (
@@ -34,9 +37,6 @@ def save_sharded(model, optimizer, directory: Path, tokenizer, is_main: bool) ->
 
     Only tensors go into DCP (non-tensor DCP entries are pickles, see unift.train.dcp_io): the
     optimizer's param_groups are returned for the caller to store as plain state."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
     model_state, optim_state = get_state_dict(model, optimizer)
     dcp.save({"model": model_state, "optimizer": {"state": optim_state["state"]}},
              checkpoint_id=str(directory / SHARDED_DIR))
@@ -51,8 +51,6 @@ def save_sharded(model, optimizer, directory: Path, tokenizer, is_main: bool) ->
 def load_sharded(model, optimizer, directory: Path, param_groups: list[dict], groups_file: Path) -> None:
     """Every rank reads its shards of model and optimizer back (same world size as written);
     `param_groups` are the ones `save_sharded` returned, read back from the plain state file `groups_file`."""
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": {"state": optim_state["state"]}}
     try:
@@ -73,8 +71,6 @@ def load_sharded(model, optimizer, directory: Path, param_groups: list[dict], gr
 
 def consolidate(checkpoint: Path, out_dir: Path) -> Path:
     """A sharded checkpoint as a plain Hugging Face directory (one process, no torchrun needed)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     if not (checkpoint / SHARDED_DIR / ".metadata").is_file() or not (checkpoint / HF_DIR / "config.json").is_file():
         raise UserError(f"{checkpoint} is not a sharded checkpoint (no {SHARDED_DIR}/.metadata and "
                         f"{HF_DIR}/config.json); give a checkpoints/step-N directory of a parallel.strategy=fsdp2 run")

@@ -30,6 +30,8 @@ from __future__ import annotations
 import types
 
 import torch
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
 from unift.device import autocast
 from unift.logprobs import picked_logits, sequence_logprobs
@@ -39,13 +41,6 @@ from unift.weights import is_sharded
 
 def shard(model, world):
     """fully_shard every decoder layer, then the root; gradients are summed over ranks."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import (
-        FSDPModule,
-        fully_shard,
-        register_fsdp_forward_method,
-    )
-
     device_type = next(model.parameters()).device.type
     mesh = init_device_mesh(device_type, (world.size,))
     blocks = set(getattr(model, "_no_split_modules", None) or [])
