@@ -57,6 +57,24 @@ def test_bad_files(tmp_path):
         load_config(write(tmp_path, "train: 3\n"))
 
 
+@pytest.mark.parametrize("method, schedule, beta", [("rft", "none", 0.0), ("r3", "uniform", 0.0),
+                                                    ("uft", "staged", 0.5), ("sft", "staged", 0.5)])
+def test_method_is_resolved_into_explicit_hint_settings(method, schedule, beta):
+    """rft has no hints and no hint term, r3 uniform hints and no hint term, whatever the file says;
+    uft (and the offline methods, which ignore hints) keep the settings as given. The resolved
+    values are what config.yaml next to every checkpoint shows."""
+    import yaml
+
+    from unift.config import to_dict
+
+    cfg = load_config(None, ["data.train=x.jsonl", f"method={method}", "hints.schedule=staged", "hints.beta=0.5"])
+    assert (cfg.hints.schedule, cfg.hints.beta) == (schedule, beta)
+    saved = yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
+    assert load_config(None, [f"{k}={v}" for k, v in (("data.train", "x.jsonl"), ("method", method),
+                                                      ("hints.schedule", saved["hints"]["schedule"]),
+                                                      ("hints.beta", saved["hints"]["beta"]))]) == cfg
+
+
 def test_parse_overrides_nested():
     assert parse_overrides(["a.b.c=1", "a.d=x"]) == {"a": {"b": {"c": "1"}, "d": "x"}}
 
