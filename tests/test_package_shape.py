@@ -90,6 +90,29 @@ def test_the_graph_sees_function_level_imports(tmp_path):
     assert "unift.vllm_engine" in g["unift.train.rl_loop"]  # imported inside train_rl only
 
 
+# docs/architecture.md, "Import layers": a module imports only from its own layer or those above
+LAYERS = [
+    ["unift", "unift.errors", "unift.choices", "unift.files", "unift.weights", "unift.device", "unift.disk",
+     "unift.losses", "unift.logprobs", "unift.config_parse"],
+    ["unift.config", "unift.tasks", "unift.data", "unift.protocol"],
+    ["unift.models", "unift.lora", "unift.engine", "unift.vllm_engine", "unift.rewards", "unift.rl"],
+    ["unift.train", "unift.evaluate"],
+    ["unift.compare", "unift.demo", "unift.experiments", "unift.cli", "unift.__main__"],
+]
+
+
+def layer_of(module: str) -> int:
+    for number, layer in enumerate(LAYERS):
+        if module in layer or any(module.startswith(package + ".") for package in layer if package != "unift"):
+            return number
+    raise AssertionError(f"{module} is in no layer of docs/architecture.md")
+
+
+def test_imports_follow_the_layers():
+    upward = [f"{a} -> {b}" for a, targets in graph().items() for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    assert upward == []
+
+
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 # unift modules imported inside a function, and why (everything else is imported at the top)
