@@ -103,6 +103,7 @@ class RLRun:
 
 
 def train_rl(cfg: Config) -> Path:
+    """Run RFT, UFT or R3 as configured; returns the directory of the final Hugging Face model."""
     if cfg.rl.rollout_backend == "vllm":  # before any data or model is loaded
         from unift.vllm_engine import INSTALL_HINT, vllm_available
 
