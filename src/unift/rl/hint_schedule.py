@@ -42,7 +42,6 @@ class StepHints:
     """The hints of one step, per prompt position of the step."""
 
     chunks: list[int]      # chunks revealed (0 = no hint)
-    nums: list[int]        # chunks the prompt's solution has
     texts: list[str]       # hint text ("" = none)
     finished: list[bool]   # the hint is a whole response: rendered with EOS, not generated on
 
@@ -73,7 +72,7 @@ class HintSchedule:
         texts = [hint_for(p, k, self.cfg.max_chunks) if k else "" for p, k in zip(pieces, chunks)]
         finished = [bool(h) and ((self.cfg.answer_piece and k == num) or any(x in h for x in self.stops))
                     for h, k, num in zip(texts, chunks, nums)]
-        return StepHints(chunks, nums, texts, finished)
+        return StepHints(chunks, texts, finished)
 
     def _chunks(self, step: int, num: int, prompt_id: int, rng: random.Random) -> int:
         h = self.cfg

@@ -20,8 +20,6 @@ from unift.protocol import score
 from unift.rl.rollout import Sequence
 from unift.tasks.base import CORRECT_SCORE, Example
 
-SCORE_FIELDS = ("rewards", "lengths", "clipped", "ended", "own")
-
 
 @dataclass
 class Scores:
