@@ -96,8 +96,8 @@ LAYERS = [
      "unift.losses", "unift.logprobs", "unift.config_parse"],
     ["unift.config", "unift.tasks", "unift.data", "unift.protocol"],
     ["unift.models", "unift.lora", "unift.engine", "unift.vllm_engine", "unift.rewards", "unift.rl"],
-    ["unift.train", "unift.evaluate"],
-    ["unift.compare", "unift.demo", "unift.experiments", "unift.cli", "unift.__main__"],
+    ["unift.train", "unift.evaluate", "unift.sample", "unift.token_probs"],
+    ["unift.study", "unift.demo", "unift.experiments", "unift.cli", "unift.__main__"],
 ]
 
 
@@ -119,6 +119,7 @@ MAX_FUNCTION_LINES = 60
 LAZY_UNIFT_IMPORTS = {
     "unift.cli": "start-up time: `unift --help` and a mistyped command answer without loading torch",
     "unift.train.rl_loop": "unift.vllm_engine only with rl.rollout_backend=vllm (the optional vllm extra)",
+    "unift.sample": "unift.vllm_engine only with --backend vllm (the optional vllm extra)",
 }
 
 

@@ -1,5 +1,5 @@
-"""The `unift` command: train, eval, data, compare, horizon, demo, merge-lora, consolidate,
-convert-checkpoint.
+"""The `unift` command: train, eval, data, sample, token-probs, compare, horizon, demo, merge-lora,
+consolidate, convert-checkpoint.
 
 A user's mistake (`UserError`) is printed as one line `unift: error: ...` with exit status 2;
 anything else is a bug and keeps its traceback.
@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
                                 "SFT, DFT, RFT (GRPO) and UFT.")
     p.add_argument("--version", action="version", version=f"unift {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_data, _add_compare, _add_horizon, _add_demo, _add_model_tools):
+    for add in (_add_train, _add_eval, _add_data, _add_sample, _add_token_probs, _add_compare, _add_horizon,
+                _add_demo, _add_model_tools):
         add(sub)
     return p
 
@@ -81,14 +82,74 @@ def _add_data(sub) -> None:
                    help="countdown only: numbers per problem, 2-5 (default: a mix of 3 and 4)")
 
 
+def _add_sample(sub) -> None:
+    """`unift sample --model M --data D --out F`"""
+    s = sub.add_parser("sample", help="rejection sampling: sample k responses per prompt, keep the verified ones",
+                       description="The offline-RL data pipeline: sample k responses per prompt, score them with the "
+                                   "task reward under the protocol, keep the correct ones that stopped by themselves, "
+                                   "and write TRL prompt-completion JSONL that `unift train` reads. Resumable: run "
+                                   "the same command again after an interruption.",
+                       epilog="example:\n  unift sample --model runs/sft/final --data train.jsonl --k 8 "
+                              "--max-per-prompt 2 --out runs/data/verified.jsonl",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--model", default="smollm2-135m", help="HF directory, hub id, smollm2-135m or tiny")
+    s.add_argument("--data", required=True, help="prompts with ground truth (.parquet/.jsonl/.json or data set id)")
+    s.add_argument("--out", required=True, help="output .jsonl (OUT.samples.jsonl keeps every sample)")
+    s.add_argument("--k", type=int, default=4, help="responses per prompt")
+    s.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    s.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling")
+    s.add_argument("--max-new-tokens", type=int, default=256, help="generation budget per response")
+    s.add_argument("--keep", default="correct", choices=["correct", "all"],
+                   help="correct: reward 1.0 and ended with EOS (default); all: every response")
+    s.add_argument("--max-per-prompt", type=int, default=0, help="keep at most this many per prompt (0 = all)")
+    s.add_argument("--no-dedupe", action="store_true", help="keep identical responses to a prompt more than once")
+    s.add_argument("--protocol", default="official", choices=PROTOCOLS, help="how responses end and are scored")
+    s.add_argument("--backend", default="hf", choices=["hf", "vllm"], help="built-in sampler or vLLM")
+    s.add_argument("--task", default="", help="reward task for every row (default: from data_source)")
+    s.add_argument("--limit", type=int, default=0, help="sample only the first N prompts")
+    s.add_argument("--template", default="auto", choices=TEMPLATES, help="prompt rendering")
+    s.add_argument("--batch-size", type=int, default=32, help="sequences generated at once")
+    s.add_argument("--chunk", type=int, default=16, help="prompts between two saves of progress")
+    s.add_argument("--precision", default="auto", choices=PRECISIONS, help="compute precision")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed (each prompt gets its own stream)")
+    s.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+
+
+def _add_token_probs(sub) -> None:
+    """`unift token-probs --model A --model B --data D`"""
+    t = sub.add_parser("token-probs", help="which reference tokens a model gives low probability (teacher-forced)",
+                       description="Score reference responses teacher-forced, as SFT/DFT train on them, and list per "
+                                   "model the mean token probability, the end token's probability, the token "
+                                   "strings with the lowest mean probability and the lowest single positions.",
+                       epilog="example:\n  unift token-probs --model runs/sft/final --model runs/dft/final "
+                              "--data test.jsonl --limit 50 --out runs/token-probs",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--model", action="append", required=True, help="a model to score (give it more than once)")
+    t.add_argument("--data", required=True, help="rows with reference responses")
+    t.add_argument("--limit", type=int, default=50, help="score the first N rows (0 = all)")
+    t.add_argument("--top", type=int, default=15, help="tokens and positions listed per model")
+    t.add_argument("--template", default="auto", choices=TEMPLATES, help="prompt rendering")
+    t.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    t.add_argument("--out", default="", help="directory for token_probs.json and token_probs.md")
+
+
 def _add_compare(sub) -> None:
-    """`unift compare CONFIG`"""
-    c = sub.add_parser("compare", help="train several methods with the same budget and compare them",
-                       description="Train a list of methods (e.g. base, SFT, DFT, RFT, R3, UFT) on the same data "
-                                   "with the same budget and evaluation; writes report.md, results.json and "
-                                   "learning-curve plots. See configs/compare_countdown.yaml.")
-    c.add_argument("config", help="compare YAML (output_dir, base, methods)")
+    """`unift compare CONFIG [--resume]`"""
+    c = sub.add_parser("compare", help="a study: several methods x seeds at equal budgets, with intervals",
+                       description="Train a list of methods (e.g. base, SFT, DFT, RFT, UFT, SFT-then-RFT) once per "
+                                   "seed on the same data with budgets checked equal within each budget group; "
+                                   "evaluate every run on every evaluation set; write report.md (pass@1 with 95% "
+                                   "intervals, per-seed numbers, paired differences), results.json and "
+                                   "learning-curve plots. Sweeps choose on a validation set. See "
+                                   "configs/compare_countdown.yaml and configs/study_countdown.yaml.",
+                       epilog="examples:\n  unift compare configs/compare_countdown.yaml\n"
+                              "  unift compare configs/study_countdown.yaml --resume     (after Ctrl-C or a kill)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("config", help="study YAML (output_dir, seeds, base, methods, eval_sets, validation)")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="override a key of the shared base config")
+    c.add_argument("--resume", action="store_true",
+                   help="continue a study in output_dir: finished runs and evaluations are reused if their config "
+                        "matches, a half-finished run resumes from its checkpoint")
 
 
 def _add_horizon(sub) -> None:
@@ -173,11 +234,15 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "sample":
+            return _sample(args)
+        if args.command == "token-probs":
+            return _token_probs(args)
         if args.command == "compare":
-            from unift.compare import run_compare
+            from unift.study.runner import run_study
 
-            run_compare(args.config, args.overrides)
-            print("report written")
+            results = run_study(args.config, args.overrides, resume=args.resume)
+            print(f"report written: {Path(results['output_dir']) / 'report.md'}")
             return 0
         if args.command == "horizon":
             from unift.experiments import horizon
@@ -279,6 +344,36 @@ def _eval(args) -> int:
     print(markdown_table(results, title=title))
     write_report(results, create_dir(out, "--out"), title=title)
     print(f"wrote {out}/results.json, {out}/results.md and {out}/records.jsonl")
+    return 0
+
+
+def _sample(args) -> int:
+    from unift.sample import SampleSettings, run_sample
+
+    if args.max_per_prompt < 0 or args.limit < 0 or args.chunk < 1 or args.batch_size < 1:
+        raise UserError("--max-per-prompt and --limit must be >= 0, --chunk and --batch-size at least 1")
+    if not args.out.endswith(".jsonl"):
+        raise UserError(f"--out must be a .jsonl file, got {args.out}")
+    settings = SampleSettings(model=args.model, data=args.data, k=args.k, temperature=args.temperature,
+                              top_p=args.top_p, max_new_tokens=args.max_new_tokens, protocol=args.protocol,
+                              template=args.template, seed=args.seed, limit=args.limit, task=args.task,
+                              backend=args.backend)
+    s = run_sample(settings, Path(args.out), keep=args.keep, max_per_prompt=args.max_per_prompt,
+                   dedupe=not args.no_dedupe, chunk=args.chunk, batch_size=args.batch_size, precision=args.precision,
+                   device=args.device)
+    print(f"{s['prompts']} prompts, {s['samples']} samples, {s['correct']} correct (pass rate "
+          f"{100 * s['pass_rate']:.1f}%, {s['prompts_solved']} prompts solved), kept {s['kept']} -> {args.out}")
+    return 0
+
+
+def _token_probs(args) -> int:
+    from unift.token_probs import markdown, run_token_probs
+
+    if args.limit < 0 or args.top < 1:
+        raise UserError("--limit must be >= 0 and --top at least 1")
+    results = run_token_probs(args.model, args.data, limit=args.limit, top=args.top, template=args.template,
+                              device=args.device, out=Path(args.out) if args.out else None)
+    print(markdown(results))
     return 0
 
 

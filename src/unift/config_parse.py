@@ -1,5 +1,9 @@
 """Typed dataclasses from YAML and key=value strings: coercion, overrides, merging, help lines.
 
+Field types: bool, int, float, str, a nested dataclass, `list[T]` of one of the scalar types
+(YAML list, or on the command line `[0, 1, 2]` or `0,1,2`), `dict[str, D]` of a dataclass D, and
+`dict[str, Any]` (kept as given, for sub-configs checked elsewhere).
+
 Generic over any dataclass whose fields carry `metadata` (help text, allowed `choices`): the run
 configuration of `unift.config` is built with it. Every mistake is a one-line `UserError` naming
 the key (unknown keys get a "did you mean" suggestion).
@@ -11,6 +15,8 @@ import dataclasses
 import typing
 from typing import Any
 
+import yaml
+
 from unift.errors import UserError, suggest
 
 
@@ -21,6 +27,13 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def coerce(value: Any, typ: Any, where: str) -> Any:
     """Coerce a YAML or command-line value to `typ`, or raise a one-line UserError."""
+    origin = typing.get_origin(typ)
+    if origin is list:
+        return _coerce_list(value, typing.get_args(typ)[0], where)
+    if origin is dict:
+        return _coerce_dict(value, typing.get_args(typ)[1], where)
+    if typ is Any:
+        return value
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -58,6 +71,30 @@ def coerce(value: Any, typ: Any, where: str) -> Any:
             return ""
         raise UserError(f"{where}: expected a string, got {value!r}")
     raise TypeError(f"unsupported config type {typ!r}")  # a bug, not a user error
+
+
+def _coerce_list(value: Any, item: Any, where: str) -> list:
+    if isinstance(value, str):  # from the command line: "[0, 1]" or "0,1"
+        text = value.strip()
+        try:
+            value = yaml.safe_load(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        except yaml.YAMLError:
+            raise UserError(f"{where}: expected a list such as [0, 1, 2], got {text!r}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list):
+        raise UserError(f"{where}: expected a list, got {value!r}")
+    return [coerce(v.strip() if isinstance(v, str) else v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _coerce_dict(value: Any, item: Any, where: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a mapping of names, got {value!r}")
+    if dataclasses.is_dataclass(item):
+        return {str(k): build(item, v, f"{where}.{k}") for k, v in value.items()}
+    return {str(k): coerce(v, item, f"{where}.{k}") for k, v in value.items()}
 
 
 def build(cls: type, values: Any, where: str) -> Any:

@@ -113,13 +113,15 @@ def summarise(records: list[dict], k: int) -> dict[str, Any]:
     return out
 
 
-def evaluate_model(model_name: str, data: str, *, protocol: str = "official", task: str = "", limit: int = 0,
+def evaluate_model(model_name: str, data: str | list[Example], *, protocol: str = "official", task: str = "",
+                   limit: int = 0,
                    k: int = 0, temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 256,
                    batch_size: int = 32, template: str = "auto", precision: str = "auto", device: str = "auto",
                    seed: int = 0, max_prompt_tokens: int = 0, check_out: Path | None = None) -> dict[str, Any]:
-    """Load data and model by name and evaluate; the model runs wholly in the compute dtype
-    (bf16 where supported), since evaluation needs no fp32 master weights."""
-    examples = load_examples(data, limit=limit, task=task)
+    """Load data (a source, or examples already loaded) and model by name and evaluate; the model
+    runs wholly in the compute dtype (bf16 where supported), since evaluation needs no fp32 master
+    weights."""
+    examples = data if isinstance(data, list) else load_examples(data, limit=limit, task=task)
     check_rows(protocol, examples)
     if check_out is not None:  # fail before minutes of generation, not after
         create_dir(check_out, "--out")
@@ -127,9 +129,11 @@ def evaluate_model(model_name: str, data: str, *, protocol: str = "official", ta
     model, tokenizer = load_model(model_name)
     dtype = autocast_dtype(precision, dev)
     cast_parameters(model.to(dev), dtype or model.dtype)
-    return evaluate(model, tokenizer, examples, protocol=protocol, template=template,
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, k=k, temperature=temperature, top_p=top_p,
-                    seed=seed, max_prompt_tokens=max_prompt_tokens)
+    results = evaluate(model, tokenizer, examples, protocol=protocol, template=template,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, k=k, temperature=temperature,
+                       top_p=top_p, seed=seed, max_prompt_tokens=max_prompt_tokens)
+    results["dtype"] = str(dtype or model.dtype).removeprefix("torch.")
+    return results
 
 
 def markdown_table(results: dict[str, Any], title: str = "") -> str:

@@ -1,0 +1,190 @@
+"""`unift compare CONFIG [--resume]`: run a study (unift.study.spec) one run at a time, in pieces.
+
+Order: seed by seed (a whole first-seed comparison exists early), methods in config order within
+a seed, each after the run it starts from. A method with a sweep first trains every candidate
+with the first seed, scores them on the validation set and keeps the best (ties: the first
+listed); its other seeds and the runs that start from it use that candidate.
+
+Resumable: with `--resume` a finished run is reused only if the config it saved equals the one
+the study would run now (else a one-line error naming the key), a half-finished run continues
+from its newest checkpoint (the study turns on `checkpoint_every`), and an evaluation already on
+disk for the same model weights and evaluation set is read back, not redone. Without `--resume`
+an output_dir that already holds runs is an error, so nothing is overwritten by accident.
+
+Layout of output_dir: LABEL/seedS/ (a normal run directory), eval/SET/LABEL/seedS/ (results.json,
+results.md, records.jsonl), study.yaml, results.json, report.md, accuracy.png, reward.png.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unift.config import OFFLINE_METHODS, Config, to_dict
+from unift.data.loading import load_examples
+from unift.errors import UserError
+from unift.evaluate import evaluate_model, write_report
+from unift.files import create_dir, sha256, write_atomic
+from unift.study.report import write_study_report
+from unift.study.spec import EvalSet, Method, Study, StudyConfig, read_study
+from unift.tasks.base import Example
+from unift.train.checkpoint import latest_checkpoint
+from unift.train.loop import train
+from unift.train.rl_loop import train_rl
+
+IGNORED_KEYS = ("resume",)  # may differ between a run's first start and its resumption
+
+
+def run_study(path: str, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+    study = read_study(path, overrides)
+    check_output_dir(study, resume)
+    eval_data = {name: load_eval_set(name, s) for name, s in _all_sets(study).items()}
+    create_dir(study.out)
+    write_atomic(study.out / "study.yaml", yaml.safe_dump(_plain(study.cfg), sort_keys=False))
+    runner = StudyRunner(study, eval_data)
+    for seed in study.cfg.seeds:
+        for method in study.methods.values():
+            runner.run_method(method, seed)
+    return runner.report()
+
+
+def _all_sets(study: Study) -> dict[str, EvalSet]:
+    extra = {"validation": study.cfg.validation} if study.cfg.validation.data else {}
+    return {**study.eval_sets, **extra}
+
+
+def _plain(cfg: StudyConfig) -> dict[str, Any]:
+    return {"output_dir": cfg.output_dir, "seeds": cfg.seeds, "checkpoint_every": cfg.checkpoint_every,
+            "focus": cfg.focus, "base": cfg.base, "methods": cfg.methods,
+            "eval_sets": {k: vars(v) for k, v in cfg.eval_sets.items()}, "validation": vars(cfg.validation)}
+
+
+def check_output_dir(study: Study, resume: bool) -> None:
+    """Before any model loads: no silent overwrite, and no run resumed under another config."""
+    runs = [cfg for m in study.methods.values() for cfg in m.configs.values()]
+    started = [cfg for cfg in runs if (Path(cfg.output_dir) / "config.yaml").exists()]
+    if started and not resume:
+        raise UserError(f"{study.out} already holds runs of a study (e.g. {started[0].output_dir}): pass --resume "
+                        f"to continue it, or choose another output_dir")
+    for cfg in started:
+        check_same_config(cfg, Path(cfg.output_dir) / "config.yaml", compare_model=False)
+
+
+def check_same_config(cfg: Config, saved: Path, compare_model: bool = True) -> None:
+    try:
+        old = yaml.safe_load(saved.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        raise UserError(f"{saved} cannot be read: remove {saved.parent} to train that run again") from None
+    ignored = IGNORED_KEYS + (() if compare_model else ("model",))
+    for key, (was, now) in _differences(old, to_dict(cfg)).items():
+        if key not in ignored:
+            raise UserError(f"{saved.parent} was made by another config ({key}: {was!r} there, {now!r} now): "
+                            f"restore the study config, or use another output_dir")
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any, Any]]:
+    out: dict[str, tuple[Any, Any]] = {}
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+def load_eval_set(name: str, s: EvalSet) -> list[Example]:
+    examples = load_examples(s.data, task=s.task)
+    if s.numbers:
+        examples = [ex for ex in examples if isinstance(ex.ground_truth, dict)
+                    and len(ex.ground_truth.get("numbers") or ()) == s.numbers]
+        if not examples:
+            raise UserError(f"eval_sets.{name}: no row of {s.data} has {s.numbers} numbers (numbers is for Countdown)")
+    return examples[: s.limit] if s.limit else examples
+
+
+class StudyRunner:
+    def __init__(self, study: Study, eval_data: dict[str, list[Example]]):
+        self.study, self.eval_data = study, eval_data
+        self.model_of: dict[tuple[str, int], str] = {}   # (method, seed) -> final model
+        self.chosen: dict[str, int] = {}                 # method -> sweep candidate
+        self.seconds: dict[tuple[str, int], float] = {}  # (label, seed) -> training wall-clock
+
+    def run_method(self, m: Method, seed: int) -> None:
+        start = self.model_of[(m.init, seed)] if m.init else str(self.study.cfg.base.get("model") or "smollm2-135m")
+        if m.method == "none":
+            self.model_of[(m.name, seed)] = start
+            if seed == self.study.cfg.seeds[0]:  # greedy evaluation of an untrained model: one seed is all seeds
+                self.evaluate_all(m.name, seed, start, list(self.study.eval_sets))
+            return
+        if m.name not in self.chosen:
+            self.chosen[m.name] = self.choose(m, seed, start) if len(m.candidates) > 1 else 0
+        c = self.chosen[m.name]
+        final = self.train_run(m, c, seed, start)
+        self.model_of[(m.name, seed)] = final
+        self.evaluate_all(m.label(c), seed, final, list(self.study.eval_sets))
+        self.report()
+
+    def choose(self, m: Method, seed: int, start: str) -> int:
+        """Train every candidate with `seed`; the best validation pass@1 wins (ties: the first)."""
+        scores = []
+        for c in range(len(m.candidates)):
+            final = self.train_run(m, c, seed, start)
+            scores.append(self.evaluate(m.label(c), seed, final, "validation")["overall"]["pass@1"])
+        best = max(range(len(scores)), key=lambda c: (scores[c], -c))
+        print(f"[compare] {m.name}: chose {m.candidates[best]} on the validation set "
+              f"({', '.join(f'{100 * s:.1f}%' for s in scores)})", flush=True)
+        return best
+
+    def train_run(self, m: Method, c: int, seed: int, start: str) -> str:
+        cfg = m.configs[(c, seed)]
+        cfg.model = start
+        out = Path(cfg.output_dir)
+        if (out / "config.yaml").exists():
+            check_same_config(cfg, out / "config.yaml")
+        if (out / "final" / "config.json").exists():
+            print(f"[compare] {m.label(c)} seed {seed}: reusing {out / 'final'}", flush=True)
+        else:
+            cfg.resume = latest_checkpoint(out) is not None if out.exists() else False
+            print(f"[compare] {m.label(c)} seed {seed}: {'resuming' if cfg.resume else 'training'} "
+                  f"({cfg.method}, {m.own.examples} examples)", flush=True)
+            (train if cfg.method in OFFLINE_METHODS else train_rl)(cfg)
+        return str(out / "final")
+
+    def evaluate_all(self, label: str, seed: int, model: str, sets: list[str]) -> None:
+        for name in sets:
+            r = self.evaluate(label, seed, model, name)
+            print(f"[compare] {label} seed {seed} on {name}: pass@1 {100 * r['overall']['pass@1']:.1f}%", flush=True)
+
+    def evaluate(self, label: str, seed: int, model: str, set_name: str) -> dict[str, Any]:
+        """The evaluation of `model` on a set, read back if it is on disk for the same weights."""
+        s = _all_sets(self.study)[set_name]
+        out = self.study.out / "eval" / set_name / label / f"seed{seed}"
+        key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model)}
+        if (out / "results.json").exists() and (out / "records.jsonl").exists():
+            done = json.loads((out / "results.json").read_text())
+            if done.get("study_key") == key:
+                return done
+        started = time.perf_counter()
+        base = self.study.cfg.base
+        r = evaluate_model(model, self.eval_data[set_name], protocol=self.study.protocol,
+                           max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
+                           template=(base.get("data") or {}).get("template", "auto"),
+                           precision=(base.get("train") or {}).get("precision", "auto"))
+        r["study_key"], r["eval_seconds"] = key, time.perf_counter() - started
+        write_report(r, out, title=f"{label} seed {seed} on {set_name}")
+        return {k: v for k, v in r.items() if k != "records"}
+
+    def report(self) -> dict[str, Any]:
+        return write_study_report(self.study, self.chosen)
+
+
+def weights_id(model: str) -> str:
+    """sha256 of a model directory's weight files (a name such as smollm2-135m stands for itself)."""
+    path = Path(model)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    return ",".join(sha256(f)[:16] for f in files) or model

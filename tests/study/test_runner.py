@@ -1,0 +1,106 @@
+"""`unift compare` as a study runner on the tiny model: methods x seeds, a sweep chosen on the
+validation set, several evaluation sets, the report with intervals and paired differences, and
+resumption (reuse, a changed config refused, a killed run continued from its checkpoint)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from unift.cli import main
+
+
+def _study(tmp_path, data, **extra):
+    spec = {
+        "output_dir": str(tmp_path / "study"), "seeds": [0, 1], "checkpoint_every": 2,
+        "base": {"model": "tiny", "data": {"train": str(data)},
+                 "train": {"steps": 4, "batch_size": 2, "micro_batch_size": 4, "precision": "fp32", "lr": 1e-3},
+                 "rl": {"prompts_per_step": 2, "num_generations": 2, "max_new_tokens": 4},
+                 "log": {"progress": False, "tensorboard": False},
+                 "eval": {"data": str(data), "limit": 2, "max_new_tokens": 4, "every": 2}},
+        "eval_sets": {"generated": {"data": str(data), "limit": 3, "max_new_tokens": 4},
+                      "first": {"data": str(data), "limit": 2, "max_new_tokens": 3}},
+        "validation": {"data": str(data), "limit": 2, "max_new_tokens": 4},
+        "methods": {"base": {"method": "none"}, "sft": {"method": "sft"}, "uft": {"method": "uft"},
+                    "sft-rft": {"method": "rft", "init": "sft", "sweep": {"train.lr": [1e-5, 1e-3]}}},
+    }
+    spec.update(extra)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_study_tiny(tmp_path, countdown_jsonl, capsys):
+    path = _study(tmp_path, countdown_jsonl)
+    assert main(["compare", str(path)]) == 0
+    out = tmp_path / "study"
+    results = json.loads((out / "results.json").read_text())
+    methods = results["methods"]
+    assert list(methods) == ["base", "sft", "uft", "sft-rft"]
+    chosen = methods["sft-rft"]["label"]
+    assert chosen in ("sft-rft@train.lr=1e-05", "sft-rft@train.lr=0.001")
+    assert [row["values"]["train.lr"] for row in methods["sft-rft"]["sweep"]] == [1e-5, 1e-3]
+    for name in ("sft", "uft", "sft-rft"):
+        e = methods[name]["eval"]["generated"]
+        assert e["seed_list"] == [0, 1] and e["problems"] == 3 and len(e["ci_bootstrap"]) == 2
+        assert set(methods[name]["runs"]) == {"0", "1"}
+    assert methods["base"]["eval"]["first"]["seeds"] == 1 and methods["base"]["eval"]["first"]["problems"] == 2
+    assert methods["sft"]["budget"] == {"examples": 8, "rollouts": 0, "own_examples": 8}
+    assert methods["sft-rft"]["budget"]["examples"] == 16 and methods["uft"]["budget"]["rollouts"] == 16
+    assert set(results["paired"]["generated"]) == {"base", "sft", "sft-rft"}
+    # the chained run started from the SFT run of its own seed
+    cfg = yaml.safe_load((out / chosen / "seed1" / "config.yaml").read_text())
+    assert cfg["model"] == str(out / "sft" / "seed1" / "final") and cfg["seed"] == 1
+    report = (out / "report.md").read_text()
+    assert "## generated:" in report and "## Paired: uft minus each method" in report and "not a result" in report
+    assert (out / "accuracy.png").stat().st_size > 1000 and (out / "reward.png").stat().st_size > 1000
+    records = (out / "eval" / "generated" / "uft" / "seed1" / "records.jsonl").read_text().splitlines()
+    assert len(records) == 3
+
+    # again without --resume: refused, nothing touched
+    capsys.readouterr()
+    assert main(["compare", str(path)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    # --resume: every run and evaluation is reused
+    stamp = (out / "eval" / "generated" / "uft" / "seed1" / "results.json").stat().st_mtime_ns
+    assert main(["compare", str(path), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "reusing" in said and "training" not in said
+    assert (out / "eval" / "generated" / "uft" / "seed1" / "results.json").stat().st_mtime_ns == stamp
+    # --resume under another config: a one-line error before any model loads
+    assert main(["compare", str(path), "train.lr=0.01", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was made by another config (train.lr: 0.001 there, 0.01 now)" in err and len(err.splitlines()) == 1
+
+
+def test_killed_study_resumes_mid_run(tmp_path, countdown_jsonl):
+    path = _study(tmp_path, countdown_jsonl, seeds=[0], validation={},
+                  methods={"sft": {"method": "sft"}, "uft": {"method": "uft"}})
+    env = {**os.environ, "UNIFT_TEST_KILL_AT": "update:3"}
+    cmd = [sys.executable, "-m", "unift", "compare", str(path)]
+    killed = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert killed.returncode != 0
+    run = tmp_path / "study" / "sft" / "seed0"
+    assert (run / "checkpoints" / "step-000002").is_dir() and not (run / "final").exists()
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "sft seed 0: resuming" in done.stdout and "resumed from" in done.stdout
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 4 and (run / "final" / "config.json").exists()
+
+
+def test_study_errors(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"methods": {"a": {"method": "sft", "init": "zzz"}},
+                                    "base": {"data": {"train": "x"}, "eval": {"data": "x"}}}))
+    assert main(["compare", str(path)]) == 2
+    assert "init 'zzz' is not one of the compared methods" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({"method": {}}))
+    assert main(["compare", str(path)]) == 2
+    assert "did you mean 'methods'" in capsys.readouterr().err
+    path.write_text(yaml.safe_dump({"methods": {"a": {"method": "sft"}}, "base": {"data": {"train": "x"}},
+                                    "eval_sets": {"g": {"data": "y", "max_tokens": 3}}}))
+    assert main(["compare", str(path)]) == 2
+    assert "unknown config key 'eval_sets.g.max_tokens' (did you mean 'max_new_tokens'?)" in capsys.readouterr().err

@@ -1,0 +1,74 @@
+"""The study config: seeds, sweeps and budget groups are expanded and checked before any model loads."""
+
+import pytest
+import yaml
+
+from unift.errors import UserError
+from unift.study.spec import read_study
+
+
+def _write(tmp_path, spec):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(path)
+
+
+def _spec(tmp_path, data, **extra):
+    spec = {"output_dir": str(tmp_path / "out"), "seeds": [0, 1],
+            "base": {"model": "tiny", "data": {"train": str(data)}, "train": {"steps": 3, "batch_size": 4},
+                     "rl": {"prompts_per_step": 4, "num_generations": 2}},
+            "eval_sets": {"heldout": {"data": str(data), "limit": 4}},
+            "methods": {"base": {"method": "none"}, "sft": {"method": "sft"}, "uft": {"method": "uft"},
+                        "sft-rft": {"method": "rft", "init": "sft"}}}
+    spec.update(extra)
+    return spec
+
+
+def test_runs_per_seed_and_budgets(tmp_path, countdown_jsonl):
+    study = read_study(_write(tmp_path, _spec(tmp_path, countdown_jsonl)))
+    sft, chained = study.methods["sft"], study.methods["sft-rft"]
+    assert sorted(sft.configs) == [(0, 0), (0, 1)] and sft.configs[(0, 1)].seed == 1
+    assert sft.configs[(0, 1)].output_dir.endswith("out/sft/seed1")
+    assert sft.budget.examples == 12 and study.methods["uft"].budget.examples == 12
+    assert study.methods["uft"].budget.rollouts == 24
+    assert chained.budget.examples == 24 and chained.group == "sft-rft (chained)" and sft.group == "main"
+    assert list(study.methods) == ["base", "sft", "uft", "sft-rft"] and study.focus == "uft"
+    assert study.methods["sft"].configs[(0, 0)].checkpoint.every == 5  # the study turns checkpoints on
+
+
+def test_budgets_must_match_within_a_group(tmp_path, countdown_jsonl):
+    spec = _spec(tmp_path, countdown_jsonl)
+    spec["methods"]["uft"] = {"method": "uft", "train": {"steps": 4}}
+    with pytest.raises(UserError, match="budget group 'main' mixes budgets .*sft 12.*uft 16"):
+        read_study(_write(tmp_path, spec))
+    spec["methods"]["uft"]["group"] = "longer"
+    assert read_study(_write(tmp_path, spec)).methods["uft"].budget.examples == 16
+
+
+def test_sweep_candidates_and_validation(tmp_path, countdown_jsonl):
+    spec = _spec(tmp_path, countdown_jsonl)
+    spec["methods"]["sft-rft"]["sweep"] = {"train.lr": [1e-6, 1e-5]}
+    with pytest.raises(UserError, match="validation"):
+        read_study(_write(tmp_path, spec))
+    spec["validation"] = {"data": str(countdown_jsonl), "limit": 2}
+    m = read_study(_write(tmp_path, spec)).methods["sft-rft"]
+    assert [m.label(c) for c in range(2)] == ["sft-rft@train.lr=1e-06", "sft-rft@train.lr=1e-05"]
+    assert m.configs[(1, 1)].train.lr == 1e-5
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"eval_sets": {"heldout": {"data": "x.jsonl", "limt": 3}}}, "did you mean 'limit'"),
+    ({"seeds": "0,0"}, "distinct"),
+    ({"seeds": "zero"}, r"seeds\[0\]: expected an integer"),
+    ({"focus": "dtf"}, "focus 'dtf' is not one of the compared methods"),
+    ({"sedes": [0]}, "did you mean 'seeds'"),
+])
+def test_bad_study_configs(tmp_path, countdown_jsonl, change, message):
+    with pytest.raises(UserError, match=message):
+        read_study(_write(tmp_path, _spec(tmp_path, countdown_jsonl, **change)))
+
+
+def test_seeds_from_the_command_line_form(tmp_path, countdown_jsonl):
+    study = read_study(_write(tmp_path, _spec(tmp_path, countdown_jsonl, seeds="3, 4")))
+    assert study.cfg.seeds == [3, 4]
+    assert read_study(_write(tmp_path, _spec(tmp_path, countdown_jsonl, seeds="[5]"))).cfg.seeds == [5]
