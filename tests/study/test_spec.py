@@ -72,3 +72,18 @@ def test_seeds_from_the_command_line_form(tmp_path, countdown_jsonl):
     study = read_study(_write(tmp_path, _spec(tmp_path, countdown_jsonl, seeds="3, 4")))
     assert study.cfg.seeds == [3, 4]
     assert read_study(_write(tmp_path, _spec(tmp_path, countdown_jsonl, seeds="[5]"))).cfg.seeds == [5]
+
+
+def test_the_shipped_study_configs(monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    compare = read_study("configs/compare_countdown.yaml")
+    assert {m.budget.examples for m in compare.methods.values() if m.group == "main"} == {320}
+    study = read_study("configs/study_countdown.yaml")
+    assert study.cfg.seeds == [0, 1, 2] and list(study.eval_sets) == ["generated", "official"]
+    assert {n: m.budget.examples for n, m in study.methods.items()} == {
+        "base": 0, "sft": 320, "rft": 320, "uft": 320, "sft-rft": 640}
+    assert len(study.methods["sft-rft"].candidates) == 3 and study.methods["sft-rft"].group == "sft-rft (chained)"
+    offline = read_study("configs/study_offline.yaml")
+    assert offline.focus == "dft" and offline.methods["dft"].configs[(0, 2)].method == "dft"
