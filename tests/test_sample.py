@@ -3,9 +3,11 @@ train`, an interrupted run resumes to the same result, and what is kept follows 
 
 import json
 
+import pytest
+
 from unift.cli import main
 from unift.data.loading import load_examples
-from unift.sample import select
+from unift.sample import SampleSettings, run_sample, select
 from unift.tasks.base import Example
 
 
@@ -66,3 +68,15 @@ def test_select_keeps_correct_stopped_unique_responses():
     assert summary == {"prompts": 1, "samples": 6, "correct": 5, "kept": 3, "pass_rate": 5 / 6, "prompts_solved": 1}
     rows, _ = select([ex], done, keep="correct", max_per_prompt=2, dedupe=False)
     assert [r["completion"][0]["content"] for r in rows] == ["a", "a"]
+
+
+@pytest.mark.vllm
+def test_sample_with_vllm(tmp_path, countdown_jsonl):
+    """--backend vllm (make test-vllm): the embedded model, scored under the official protocol."""
+    out = tmp_path / "v.jsonl"
+    settings = SampleSettings(model="smollm2-135m", data=str(countdown_jsonl), k=2, max_new_tokens=16, limit=2,
+                              backend="vllm")
+    summary = run_sample(settings, out, keep="all", dedupe=False, progress=False)
+    assert summary["prompts"] == 2 and summary["samples"] == 4 and summary["kept"] == 4
+    raw = [json.loads(x) for x in (tmp_path / "v.jsonl.samples.jsonl").read_text().splitlines()[1:]]
+    assert all(s["finish_reason"] in ("eos", "length") and s["tokens"] <= 16 for r in raw for s in r["samples"])

@@ -162,7 +162,8 @@ def _engine(settings: SampleSettings, model, tokenizer, batch_size: int, dtype):
         # the optional vllm extra: loaded only with --backend vllm
         from unift.vllm_engine import VLLMEngine
 
-        return VLLMEngine(model, tokenizer, seed=settings.seed, max_model_len=4096)
+        longest = min(4096, getattr(model.config, "max_position_embeddings", 4096))
+        return VLLMEngine(model, tokenizer, seed=settings.seed, max_model_len=longest, kv_cache_gb=2)
     return HFEngine(model, tokenizer, batch_size=batch_size, dtype=dtype)
 
 
