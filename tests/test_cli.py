@@ -103,3 +103,18 @@ def test_eval_command_and_its_errors(tmp_path, capsys, countdown_jsonl):
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     assert "is not a directory" in error_of(["eval", "--data", str(countdown_jsonl), "--out", str(a_file)], capsys)
+
+
+def test_a_missing_local_data_path_is_reported_at_once(tmp_path, capsys):
+    """A path with a file suffix or a path form is not tried as a hub id (no network line first)."""
+    from unift.data.loading import load_examples
+    from unift.errors import UserError
+
+    for source in ("runs/nope.jsonl", "./data/x", "a/b/c", "nope.parquet"):
+        try:
+            load_examples(source)
+        except UserError as exc:
+            assert str(exc) == f"data file {source} does not exist"
+        else:
+            raise AssertionError(source)
+    assert capsys.readouterr().err == ""

@@ -19,6 +19,7 @@ truncated importance sampling).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -179,12 +180,13 @@ class HFEngine:
         done = [False] * b
         stop_tail = max((len(s) for s in params.stop), default=0)
         decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
-        past = StaticCache(config=self.model.config, max_cache_len=width + params.max_new_tokens)
+        cache = StaticCache(config=self.model.config, max_cache_len=width + params.max_new_tokens)
+        past = {cache_keyword(decoder): cache}
         step_ids, step_pos, step_mask = input_ids, positions, attention
         cache_pos = torch.arange(width, device=device)
         for _ in range(params.max_new_tokens):
             hidden = decoder(input_ids=step_ids, attention_mask=step_mask, position_ids=step_pos,
-                             past_key_values=past, cache_position=cache_pos, use_cache=True).last_hidden_state
+                             cache_position=cache_pos, use_cache=True, **past).last_hidden_state
             cache_pos = cache_pos[-1:] + 1
             # The head sees a contiguous [B, H] matrix: a strided [B, 1, H] slice would make matmul
             # expand the [V, H] weight per row (a 1.5 s copy at batch 32 for a 49k vocabulary).
@@ -212,6 +214,12 @@ class HFEngine:
         # A stop string spans at most `tail_chars` tokens; decode only that tail.
         text = self.tokenizer.decode(ids[-tail_chars:], skip_special_tokens=False)
         return any(s in text for s in stops)
+
+
+def cache_keyword(decoder) -> str:
+    """The decoder's name for the KV cache: `cache` in current transformers, `past_key_values` in the
+    older ones (the vLLM venv, many GPU images) and as a fallback (a deprecation warning otherwise)."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 def cast_parameters(model, dtype: torch.dtype):

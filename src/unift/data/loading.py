@@ -77,6 +77,8 @@ def _read_rows_unchecked(source: str) -> Iterator[tuple[int, dict]]:
         else:
             raise UserError(f"{path}: unsupported data file type '{suffix}' (use {', '.join(_SUFFIXES)})")
         return
+    if not path.exists() and _looks_local(source):  # reported at once, without trying to reach a hub first
+        raise UserError(f"data file {source} does not exist")
     if path.is_dir() or "/" not in source or source.count("/") == 1:
         try:
             import datasets  # optional: only needed for saved data sets and hub ids
@@ -98,6 +100,13 @@ def _read_rows_unchecked(source: str) -> Iterator[tuple[int, dict]]:
         yield from enumerate(ds)
         return
     raise UserError(f"data file {source} does not exist")
+
+
+def _looks_local(source: str) -> bool:
+    """A file suffix, or a path form no hub id has (./x, ../x, /x, a/b/c)."""
+    suffix = Path(source).suffix.lower()
+    return suffix in _SUFFIXES + (".csv", ".txt", ".arrow", ".gz") or source.startswith(("./", "../", "/", "~")) \
+        or source.count("/") > 1
 
 
 def _message_list(value: Any) -> bool:
