@@ -13,7 +13,7 @@ Equivalence, cheapest first:
    longer than `MAX_VERIFY_CHARS`, nested deeper than `MAX_VERIFY_DEPTH` or with explosive
    constructs (nested or huge powers, big factorials, sums/products/integrals, very long
    digit runs) never reach math_verify, and in the main thread a real-time timer
-   (`signal.setitimer`) bounds each check to `timeout` seconds. Outside the main thread no
+   (`unift.deadline`, nested in a caller's limit) bounds each check to `timeout` seconds. Outside the main thread no
    timer can be armed, so only the input guards apply.
 
 Reward: 0.0 if no answer (no `<answer>` tags and no `\\boxed{}`), 0.1 if wrong, 1.0 if
@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from unift.deadline import Deadline, time_limit
 from unift.tasks.answer import extract_answer, extract_boxed
 from unift.tasks.base import CORRECT_SCORE, FORMAT_SCORE, Reward
 
@@ -209,46 +206,6 @@ def _symbolic_allowed(text: str) -> bool:
     )
 
 
-class _Deadline(BaseException):
-    """Raised from SIGALRM; a BaseException so library `except Exception` cannot swallow it."""
-
-
-@contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
-    """Raise `_Deadline` after `seconds` (main thread only; a no-op elsewhere).
-
-    After the deadline the alarm repeats every 50 ms, in case library code catches the
-    first one. A timer the caller already armed is restored afterwards, minus the time spent.
-    """
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    active = [True]
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        if active[0]:
-            raise _Deadline()
-
-    started = time.monotonic()
-    old_handler = signal.signal(signal.SIGALRM, on_alarm)
-    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
-    try:
-        yield
-    finally:
-        while True:  # a last alarm may land inside this block: disarm until it sticks
-            try:
-                active[0] = False
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                break
-            except _Deadline:
-                continue
-        signal.signal(signal.SIGALRM, old_handler)
-        if old_delay > 0:
-            remaining = max(old_delay - (time.monotonic() - started), 1e-3)
-            signal.setitimer(signal.ITIMER_REAL, remaining, old_interval)
-
-
 _math_verify: Any = None
 
 
@@ -283,14 +240,17 @@ def symbolic_equiv(answer: str, target: str, timeout: float = DEFAULT_TIMEOUT) -
     if not answer or not target or not (_symbolic_allowed(answer) and _symbolic_allowed(target)):
         return False
     _load_math_verify()
+    mine = None
     try:
-        with _time_limit(timeout):
+        with time_limit(timeout) as mine:
             gold = _parse(target)
             pred = _parse(answer)
             if not gold or not pred:
                 return False
             return bool(_load_math_verify().verify(gold, pred, timeout_seconds=None))
-    except _Deadline:
+    except Deadline as exc:
+        if exc.limit is not mine:  # an outer limit (e.g. reward.timeout_s): not ours to swallow
+            raise
         return False
     except Exception:  # noqa: BLE001 - a crash inside sympy means "not shown equivalent"
         return False
