@@ -176,6 +176,20 @@ class EvalConfig:
     top_p: float = _f(1.0, "nucleus sampling for avg@k")
 
 
+@dataclass
+class RewardConfig:
+    """Reward functions from user code, called as TRL calls them (unift.user_rewards)."""
+
+    funcs: list[str] = _f([], "reward functions: file.py:function (relative to the config file or the working "
+                              "directory), package.module:function or a built-in task name; each is called as "
+                              "f(prompts, completions, completion_ids, **columns) -> list[float | None], as in TRL; "
+                              "empty = the built-in task of each row. User code runs unsandboxed, as you")
+    weights: list[float] = _f([], "one weight per function (empty = 1.0 each); the reward is the weighted sum")
+    correct_threshold: float = _f(1.0, "a reward at or above this counts as correct (accuracy metrics, adaptive hints)")
+    timeout_s: float = _f(30.0, "a reward function that takes longer for one batch ends the run with a one-line "
+                                "error (0 = no limit)")
+
+
 LORA_TARGETS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 
 
@@ -221,6 +235,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
 
@@ -279,6 +294,7 @@ def _run_checks(cfg: Config) -> list[tuple[bool, str]]:
         (e.temperature >= 0, "eval.temperature must be >= 0"),
         (0 < e.top_p <= 1, "eval.top_p must be in (0, 1]"),
         (bool(cfg.output_dir), "output_dir must not be empty"),
+        (cfg.reward.timeout_s >= 0, "reward.timeout_s must be >= 0 (0 = no limit)"),
         (bool(d.train), "data.train is empty: give a training data file (e.g. data.train=train.jsonl)"),
     ]
 
@@ -350,7 +366,18 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not isinstance(tree, dict):
             raise UserError(f"config file {p} must be a mapping of keys, got {type(tree).__name__}")
     tree = merge(tree, parse_overrides(overrides or []))
-    return validate(build(Config, tree, ""))
+    cfg = validate(build(Config, tree, ""))
+    if path is not None:
+        cfg.reward.funcs = [_next_to(ref, Path(path).parent) for ref in cfg.reward.funcs]
+    return cfg
+
+
+def _next_to(ref: str, config_dir: Path) -> str:
+    """A reward file named relative to the config file, if it is there (else the working directory)."""
+    where, sep, name = ref.rpartition(":")
+    if sep and where.endswith(".py") and not Path(where).is_absolute() and (config_dir / where).is_file():
+        return f"{config_dir / where}:{name}"
+    return ref
 
 
 def to_dict(cfg: Config) -> dict:

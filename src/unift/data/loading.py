@@ -80,26 +80,31 @@ def _read_rows_unchecked(source: str) -> Iterator[tuple[int, dict]]:
     if not path.exists() and _looks_local(source):  # reported at once, without trying to reach a hub first
         raise UserError(f"data file {source} does not exist")
     if path.is_dir() or "/" not in source or source.count("/") == 1:
-        try:
-            import datasets  # optional: only needed for saved data sets and hub ids
-        except ImportError:
-            if path.is_dir():
-                raise UserError(f"{path}: reading a saved data set needs the datasets package "
-                                f"(pip install datasets)") from None
-            raise UserError(f"data '{source}' does not exist (no such file)") from None
-        try:
-            if path.is_dir():
-                ds = datasets.load_from_disk(str(path))
-            else:
-                ds = datasets.load_dataset(source, split="train")
-        except Exception:
-            raise UserError(f"data '{source}' does not exist: not a file, a saved data set or a "
-                            f"reachable hub data set") from None
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-        yield from enumerate(ds)
+        yield from _read_dataset(source, path)
         return
     raise UserError(f"data file {source} does not exist")
+
+
+def _read_dataset(source: str, path: Path) -> Iterator[tuple[int, dict]]:
+    """A directory saved by `datasets`, or a hub data set id."""
+    try:
+        import datasets  # optional: only needed for saved data sets and hub ids
+    except ImportError:
+        if path.is_dir():
+            raise UserError(f"{path}: reading a saved data set needs the datasets package "
+                            f"(pip install datasets)") from None
+        raise UserError(f"data '{source}' does not exist (no such file)") from None
+    try:
+        if path.is_dir():
+            ds = datasets.load_from_disk(str(path))
+        else:
+            ds = datasets.load_dataset(source, split="train")
+    except Exception:
+        raise UserError(f"data '{source}' does not exist: not a file, a saved data set or a "
+                        f"reachable hub data set") from None
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    yield from enumerate(ds)
 
 
 def _looks_local(source: str) -> bool:
@@ -127,6 +132,8 @@ def row_to_example(row: dict, where: str, default_source: str = "") -> Example:
         except UserError:
             task = ""  # fine for SFT/DFT; evaluation and RL ask for data.task
     data_source = str(row.get("data_source") or task or default_source)
+    # every other column, for user reward functions (TRL passes them as keyword lists)
+    extra["columns"] = {k: v for k, v in row.items() if k not in ("prompt", "completion", "messages")}
     return Example(prompt=prompt, completion=completion, pieces=_pieces(row, where), ground_truth=_ground_truth(row),
                    data_source=data_source, task=task, extra=extra)
 

@@ -8,7 +8,8 @@
         generate   <- rl.num_generations completions per prompt continuing prompt + hint (no grad),
                       each until EOS or rl.max_new_tokens; the sampler returns the log-prob of every
                       sampled token (a hint that is already a finished response is not generated)
-        score      <- reward of hint + completion under `protocol` (`unift.rl.trajectory`)
+        score      <- reward of hint + completion: the row's task under `protocol`, or the user's
+                      reward.funcs called as TRL calls them (`unift.scoring`, `unift.rl.trajectory`)
         advantages <- group-normalised rewards (`unift.rl.advantages`)
         update     <- per mini-batch of whole groups: micro-batches -> uft_loss -> backward ->
                       AdamW step (`unift.train.rl_update`)
@@ -69,6 +70,7 @@ from unift.rl.advantages import group_advantages, zero_std_fraction
 from unift.rl.hint_schedule import HintSchedule, StepHints
 from unift.rl.rollout import rollout
 from unift.rl.trajectory import Scores, score_completions, to_sequences
+from unift.scoring import Scorer
 from unift.tasks.base import Example
 from unift.train.distributed import PromptShard, current_world
 from unift.train.faults import kill_point
@@ -95,6 +97,7 @@ class RLRun:
     params: SamplingParams
     hints: HintSchedule
     shard: PromptShard           # this rank's prompt groups
+    scorer: Scorer               # the row's task under the protocol, or reward.funcs
     engine: RolloutEngine | None = None  # built once the run has started (after a resume's weights)
 
     def state(self) -> dict:
@@ -146,8 +149,8 @@ def rl_step(ctx: RLRun, step: int, ids: list[int]) -> dict[str, Any]:
     t1 = time.perf_counter()
     kill_point("rollout", step + 1)  # test hook (unift.train.faults); a no-op otherwise
     # ---- 3. score hint + completion, gathered in the step's global order [P * n]
-    rows = score_completions(cfg.protocol, examples, hints.texts, completions, ctx.tokenizer)
-    scores = Scores.from_rows(ctx.shard.gather(rows, n))
+    rows = score_completions(ctx.scorer, examples, hints.texts, completions, ctx.tokenizer, step + 1)
+    scores = Scores.from_rows(ctx.shard.gather(rows, n), tuple(ctx.scorer.names), ctx.scorer.threshold)
     ctx.hints.observe(ids, hints, scores.success_per_prompt(n))
     # ---- 4. advantages: group-normalised rewards [P * n]
     advantages = group_advantages(scores.rewards, n, cfg.rl.scale_rewards)
@@ -181,10 +184,17 @@ def generate(ctx: RLRun, step: int, prompts: list[Rendered], hints: StepHints) -
 
 def score_metrics(scores: Scores, n: int) -> dict[str, float]:
     correct = scores.correct
-    return {"reward": float(scores.rewards.mean()), "reward_std": float(scores.rewards.std()),
-            "accuracy": float(correct.mean()),  # hint + completion, as the reward sees it
-            "accuracy_completion": float((correct * scores.own).mean()),  # solved where the hint alone was not
-            "frac_reward_zero_std": zero_std_fraction(scores.rewards, n)}
+    out = {"reward": float(scores.rewards.mean()), "reward_std": float(scores.rewards.std()),
+           "accuracy": float(correct.mean()),  # hint + completion, as the reward sees it
+           "accuracy_completion": float((correct * scores.own).mean()),  # solved where the hint alone was not
+           "frac_reward_zero_std": zero_std_fraction(scores.rewards, n)}
+    if scores.parts is not None:  # TRL's names: rewards/<name>/mean and /std over the rows it scored
+        for k, name in enumerate(scores.names):
+            given = scores.parts[:, k][~scores.parts[:, k].isnan()]
+            out[f"rewards/{name}/mean"] = float(given.mean()) if len(given) else float("nan")
+            out[f"rewards/{name}/std"] = float(given.std()) if len(given) > 1 else 0.0
+        out["reward_unscored_rows"] = float(scores.parts.isnan().all(dim=1).sum())
+    return out
 
 
 def completion_metrics(scores: Scores) -> dict[str, float]:
@@ -199,7 +209,8 @@ def set_up(cfg: Config) -> tuple[RLRun, Path, int]:
     r = cfg.rl
     stops = stop_strings(cfg.protocol, r.stop)  # official: none, a rollout ends with EOS or max_new_tokens
     hints = HintSchedule.from_config(cfg, stops)
-    examples = load_rl_data(cfg, hints)
+    scorer = Scorer.from_config(cfg)  # user reward code is imported and checked before the model loads
+    examples = load_rl_data(cfg, hints, scorer)
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
     # the token a finished hint ends with is the one served clients must stop on (generation_config.json)
     add_end_tokens(model, end_of_response(examples[0], tokenizer, cfg.data.template)[:1])
@@ -221,20 +232,22 @@ def set_up(cfg: Config) -> tuple[RLRun, Path, int]:
     params = SamplingParams(max_new_tokens=r.max_new_tokens, temperature=r.temperature, top_p=r.top_p,
                             n=r.num_generations, stop=stops)
     return RLRun(cfg, examples, prompts, model, reference, tokenizer, device, amp, optimizer, scheduler,
-                 params, hints, shard), output_dir, total
+                 params, hints, shard, scorer), output_dir, total
 
 
-def load_rl_data(cfg: Config, hints: HintSchedule) -> list[Example]:
-    """The training rows, checked for what the reward and the hints need."""
+def load_rl_data(cfg: Config, hints: HintSchedule, scorer: Scorer) -> list[Example]:
+    """The training rows, checked for what the reward and the hints need (user reward functions
+    need no task or ground truth)."""
     examples = load_examples(cfg.data.train, limit=cfg.data.limit, task=cfg.data.task)
     for i, ex in enumerate(examples):
         where = row_name(ex, f"{cfg.data.train} row {i}")
-        if not ex.task:
-            raise UserError(f"{where}: no task to score it (no data_source column); set data.task")
-        if ex.ground_truth is None:
+        if not scorer.funcs and not ex.task:
+            raise UserError(f"{where}: no task to score it (no data_source column); set data.task or reward.funcs")
+        if scorer.needs_ground_truth and ex.ground_truth is None:
             raise UserError(f"{where}: no ground truth for the reward (column ground_truth "
                             f"or reward_model.ground_truth)")
-        check_ground_truth(cfg.protocol, ex, where)
+        if not scorer.funcs:
+            check_ground_truth(cfg.protocol, ex, where)
         if hints.enabled and not ex.pieces:
             raise UserError(f"{where}: {cfg.method} needs reference solution pieces "
                             f"(column 'hint') to cut hints from")
