@@ -154,6 +154,10 @@ class LogConfig:
     tensorboard: bool = _f(True, "write TensorBoard event files to OUTPUT_DIR/tb")
     wandb: bool = _f(False, "also log to Weights & Biases (needs the wandb package)")
     progress: bool = _f(True, "show a progress bar")
+    completions_every: int = _f(1, "RL: every N steps write a few groups' completions (prompt id, hint, completion, "
+                                   "each reward, advantage, finish reason) to OUTPUT_DIR/completions.jsonl, "
+                                   "TensorBoard text and W&B (0 = off)")
+    completions_groups: int = _f(2, "RL: prompt groups per logged step")
 
 
 @dataclass
@@ -282,6 +286,8 @@ def _run_checks(cfg: Config) -> list[tuple[bool, str]]:
         (0 <= cfg.loss.dft_min_weight <= 1, "loss.dft_min_weight must be in [0, 1]"),
         (0 <= cfg.loss.dft_nll_mix <= 1, "loss.dft_nll_mix must be in [0, 1]"),
         (cfg.log.every >= 1, "log.every must be at least 1"),
+        (cfg.log.completions_every >= 0 and cfg.log.completions_groups >= 1,
+         "log.completions_every must be >= 0 and log.completions_groups at least 1"),
         (cfg.checkpoint.every >= 0, "checkpoint.every must be >= 0"),
         (cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last must be at least 1"),
         (e.max_new_tokens > 0, "eval.max_new_tokens must be positive"),

@@ -51,3 +51,27 @@ def test_a_failing_reward_is_one_line_and_keeps_the_checkpoint(tmp_path, countdo
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1] == "unift: error: reward explodes failed at step 2 on row 0: ValueError: bad row"
     assert (tmp_path / "run" / "checkpoints" / "step-000001").is_dir()
+
+
+def test_completions_are_logged_once_per_step_across_a_kill(tmp_path, countdown_jsonl):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "my_rewards.py").write_text(REWARDS)
+    args = [sys.executable, "-m", "unift", "train", "method=rft", "model=tiny", f"data.train={countdown_jsonl}",
+            "train.steps=3", "rl.prompts_per_step=2", "rl.num_generations=2", "rl.max_new_tokens=4",
+            "train.precision=fp32", "log.progress=false", f"output_dir={tmp_path / 'run'}", "checkpoint.every=1",
+            f"reward.funcs=[{tmp_path / 'my_rewards.py'}:length_bonus, countdown]", "log.completions_groups=1"]
+    killed = subprocess.run(args, env={**os.environ, "UNIFT_TEST_KILL_AT": "update:3"}, capture_output=True)
+    assert killed.returncode != 0
+    done = subprocess.run(args + ["resume=true"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(x) for x in (tmp_path / "run" / "completions.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 1, 2, 2, 3, 3]  # one group of 2 per step, step 3 once
+    r = records[0]
+    assert set(r) == {"step", "prompt_id", "hint", "completion", "reward", "rewards", "advantage", "finish_reason",
+                      "tokens"}
+    assert set(r["rewards"]) == {"length_bonus", "countdown"} and r["finish_reason"] in ("eos", "length")
+    events = list((tmp_path / "run" / "tb").glob("events.*"))
+    assert events and any(b"completions" in e.read_bytes() for e in events)

@@ -61,7 +61,7 @@ import torch
 from unift.config import Config
 from unift.data.loading import load_examples, row_name
 from unift.data.render import HINT, Rendered, end_of_response, render_prompt
-from unift.engine import Completion, HFEngine, RolloutEngine, SamplingParams
+from unift.engine import Completion, HFEngine, RolloutEngine, SamplingParams, completion_text
 from unift.errors import UserError
 from unift.files import create_dir
 from unift.models import add_end_tokens
@@ -161,12 +161,16 @@ def rl_step(ctx: RLRun, step: int, ids: list[int]) -> dict[str, Any]:
                    ctx.device, ctx.amp, world=ctx.shard.world)
     kill_point("update", step + 1)
     t3 = time.perf_counter()
+    every = cfg.log.completions_every
+    shown = completion_samples(ctx, ids, hints, completions, scores, advantages) if every and (step + 1) % every == 0 \
+        else []
     return {**score_metrics(scores, n),
             **ctx.hints.metrics(step, hints, [p.roles.count(HINT) for p in prompts]),
             **completion_metrics(scores), **stats, "lr": ctx.scheduler.get_last_lr()[0],
             "time_rollout_s": t1 - t0, "time_scoring_s": t2 - t1, "time_update_s": t3 - t2,
             "generated_tokens_per_s": float(scores.lengths.sum()) / max(t1 - t0, 1e-9), "step_time_s": t3 - t0,
-            "example_ids": ids}  # the prompts of this step (resume checks)
+            "example_ids": ids,  # the prompts of this step (resume checks)
+            **({"completions": shown} if shown else {})}  # to completions.jsonl (unift.train.metrics)
 
 
 def generate(ctx: RLRun, step: int, prompts: list[Rendered], hints: StepHints) -> list[Completion]:
@@ -180,6 +184,22 @@ def generate(ctx: RLRun, step: int, prompts: list[Rendered], hints: StepHints) -
     for c in completions:  # local prompt index -> position in the step's global batch
         c.prompt_index = mine[c.prompt_index]
     return completions
+
+
+def completion_samples(ctx: RLRun, ids: list[int], hints: StepHints, completions: list[Completion], scores: Scores,
+                       advantages: torch.Tensor) -> list[dict[str, Any]]:
+    """The first log.completions_groups groups of this rank, one record per completion."""
+    n, groups = ctx.cfg.rl.num_generations, ctx.cfg.log.completions_groups
+    out = []
+    for j, c in enumerate(completions[:groups * n]):
+        g = c.prompt_index * n + j % n  # position in the step's global order
+        parts = {name: (None if (v := float(scores.parts[g, k])) != v else v) for k, name in enumerate(scores.names)} \
+            if scores.parts is not None else {}
+        out.append({"prompt_id": ids[c.prompt_index], "hint": hints.texts[c.prompt_index],
+                    "completion": completion_text(ctx.tokenizer, c), "reward": float(scores.rewards[g]),
+                    **({"rewards": parts} if parts else {}), "advantage": float(advantages[g]),
+                    "finish_reason": c.finish_reason, "tokens": len(c.token_ids)})
+    return out
 
 
 def score_metrics(scores: Scores, n: int) -> dict[str, float]:
