@@ -32,6 +32,7 @@ CASES = {
                  "<answer> (1) Amelia is a knave\n(2) Evelyn is a knave </answer>"),
     "math": (rewards.math, MATH_GT, "<answer> 0.5 </answer>", "<answer> 0.25 </answer>"),
     "gsm8k": (rewards.gsm8k, GSM_GT, "<answer> $18 </answer>", "<answer> 17 </answer>"),
+    "answer_match": (rewards.answer_match, {"target": "Paris"}, "<answer> Paris </answer>", "<answer> Rome </answer>"),
 }
 
 
@@ -140,7 +141,7 @@ def test_random_text_property(name, parts):
 
 
 def test_registry():
-    assert set(TASKS) == {"countdown", "kk_logic", "math", "gsm8k"}
+    assert set(TASKS) == {"countdown", "kk_logic", "math", "gsm8k", "answer_match"}
     for name, task in TASKS.items():
         assert get_task(name) is task and task.name == name
         assert isinstance(task.score("", CASES[name][1]), Reward)

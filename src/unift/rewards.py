@@ -17,7 +17,7 @@ Example with TRL::
     data = data.map(lambda row: {"prompt": row["prompt"][0]["content"]})  # plain-text prompt
     trainer = GRPOTrainer(
         model="Qwen/Qwen2.5-0.5B",
-        reward_funcs=rewards.countdown,   # or rewards.kk_logic, rewards.math, rewards.gsm8k
+        reward_funcs=rewards.countdown,   # or rewards.kk_logic, rewards.math, rewards.gsm8k, rewards.answer_match
         args=GRPOConfig(output_dir="out", num_generations=4),
         train_dataset=data,
     )
@@ -101,6 +101,7 @@ countdown = _make("countdown")
 kk_logic = _make("kk_logic")
 math = _make("math")
 gsm8k = _make("gsm8k")
+answer_match = _make("answer_match")
 
 
 def for_task(name: str) -> RewardFunction:

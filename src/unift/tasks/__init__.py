@@ -1,13 +1,15 @@
 """Task registry: look tasks up by name, map dataset sources to tasks, generate problems.
 
 Tasks: "countdown", "kk_logic" (both with generators), "math" (MATH, AIME, AMC, MATH500,
-Minerva, OlympiadBench) and "gsm8k". Every task scores a response with the reward convention
+Minerva, OlympiadBench), "gsm8k" and "answer_match" (any question + final-answer data).
+Every task scores a response with the reward convention
 0.0 (no answer) / 0.1 (wrong) / 1.0 (correct); see `unift.tasks.base`.
 """
 
 from __future__ import annotations
 
 from unift.errors import UserError, suggest
+from unift.tasks.answer_match import AnswerMatchTask
 from unift.tasks.base import CORRECT_SCORE, FORMAT_SCORE, Example, Reward, Task
 from unift.tasks.countdown import CountdownTask
 from unift.tasks.gsm8k import GSM8KTask
@@ -31,6 +33,7 @@ TASKS: dict[str, Task] = {
     "kk_logic": KKLogicTask(),
     "math": MathTask(),
     "gsm8k": GSM8KTask(),
+    "answer_match": AnswerMatchTask(),
 }
 
 _MATH_SOURCES = ("math", "aime", "amc", "minerva", "olympiad", "hendrycks", "numina", "deepscaler")

@@ -95,6 +95,7 @@ from typing import Any
 
 from unift.errors import UserError
 from unift.tasks.answer import MAX_SCAN_CHARS
+from unift.tasks.answer_match import score_last_line
 from unift.tasks.base import CORRECT_SCORE, FORMAT_SCORE, Reward
 from unift.tasks.hendrycks_math import hendrycks_is_equiv, hendrycks_strip_string
 from unift.tasks.math import target_of
@@ -331,6 +332,7 @@ SCORERS: dict[str, Callable[[str, Any], Reward]] = {
     "math": score_math,
     "gsm8k": score_gsm8k,
     "kk_logic": score_kk_logic,
+    "answer_match": score_last_line,  # not an official task: unift's, with the official last-line rule
 }
 
 GSM8K_SOURCES = ("openai/gsm8k", "aime", "amc")
