@@ -98,7 +98,7 @@ LAYERS = [
     ["unift.models", "unift.lora", "unift.engine", "unift.vllm_engine", "unift.rewards", "unift.user_rewards", "unift.scoring",
      "unift.rl"],
     ["unift.train", "unift.evaluate", "unift.sample", "unift.token_probs"],
-    ["unift.study", "unift.demo", "unift.experiments", "unift.cli", "unift.__main__"],
+    ["unift.api", "unift.study", "unift.demo", "unift.experiments", "unift.cli", "unift.__main__"],
 ]
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from unift.config import Config
+from unift.errors import UserError
 from unift.protocol import MALFORMED, malformed_ground_truth, score, score_text
 from unift.tasks.base import CORRECT_SCORE, Example
-from unift.user_rewards import RewardFunc, call_reward, combine, load_reward_funcs
+from unift.user_rewards import RewardFunc, call_reward, check_signature, combine, load_reward_funcs
 
 
 @dataclass
@@ -34,9 +35,26 @@ class Scorer:
     timeout_s: float = 30.0
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Scorer:
+    def from_config(cls, cfg: Config, extra: list[Any] | None = None) -> Scorer:
+        """reward.funcs, then `extra` (Python callables or references, from `unift.api.train`);
+        reward.weights, when given, has one weight for each of them in that order."""
         r = cfg.reward
-        return cls(cfg.protocol, load_reward_funcs(r.funcs, r.weights), r.correct_threshold, r.timeout_s)
+        refs = list(r.funcs) + [f for f in extra or [] if isinstance(f, str)]
+        funcs = load_reward_funcs(refs, [], None)
+        for fn in extra or []:
+            if not isinstance(fn, str):
+                check_signature(getattr(fn, "__name__", repr(fn)), fn)
+                funcs.append(RewardFunc(getattr(fn, "__name__", f"reward_{len(funcs)}"), fn))
+        if r.weights and len(r.weights) != len(funcs):
+            raise UserError(f"reward.weights has {len(r.weights)} entries for {len(funcs)} reward functions: "
+                            f"give one per function")
+        for f, w in zip(funcs, r.weights):
+            f.weight = float(w)
+        names = [f.name for f in funcs]
+        if len(set(names)) != len(names):
+            raise UserError(f"reward functions: two are named '{next(n for n in names if names.count(n) > 1)}'; "
+                            f"metrics are keyed by name, so give them different names")
+        return cls(cfg.protocol, funcs, r.correct_threshold, r.timeout_s)
 
     @property
     def needs_ground_truth(self) -> bool:

@@ -105,14 +105,15 @@ class RLRun:
         return {"adaptive_hints": self.hints.state_dict()}
 
 
-def train_rl(cfg: Config) -> Path:
-    """Run RFT, UFT or R3 as configured; returns the directory of the final Hugging Face model."""
+def train_rl(cfg: Config, reward_funcs: list[Any] | None = None) -> Path:
+    """Run RFT, UFT or R3 as configured; returns the directory of the final Hugging Face model.
+    reward_funcs: Python callables (or references) scored after reward.funcs (`unift.api.train`)."""
     if cfg.rl.rollout_backend == "vllm":  # before any data or model is loaded
         from unift.vllm_engine import INSTALL_HINT, vllm_available
 
         if not vllm_available():
             raise UserError(INSTALL_HINT)
-    ctx, output_dir, total = set_up(cfg)
+    ctx, output_dir, total = set_up(cfg, reward_funcs)
     run = Run(cfg, output_dir, ctx.model, ctx.tokenizer, ctx.optimizer, ctx.scheduler, total, ctx.amp)
     step, cursor, state = run.start()
     try:
@@ -224,12 +225,12 @@ def completion_metrics(scores: Scores) -> dict[str, float]:
             "completion_eos_ratio": float(scores.ended.mean())}  # ended with EOS / end of turn (or a finished hint)
 
 
-def set_up(cfg: Config) -> tuple[RLRun, Path, int]:
+def set_up(cfg: Config, reward_funcs: list[Any] | None = None) -> tuple[RLRun, Path, int]:
     """Data, policy, reference, optimizer, sampler and hint schedule of a run; (run, output_dir, steps)."""
     r = cfg.rl
     stops = stop_strings(cfg.protocol, r.stop)  # official: none, a rollout ends with EOS or max_new_tokens
     hints = HintSchedule.from_config(cfg, stops)
-    scorer = Scorer.from_config(cfg)  # user reward code is imported and checked before the model loads
+    scorer = Scorer.from_config(cfg, reward_funcs)  # user reward code is imported and checked before the model loads
     examples = load_rl_data(cfg, hints, scorer)
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
     # the token a finished hint ends with is the one served clients must stop on (generation_config.json)
