@@ -3,8 +3,8 @@
 import re
 
 import pytest
-
 from conftest import REPO
+
 from unift.api import resolve_config, train
 from unift.errors import UserError
 
