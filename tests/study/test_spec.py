@@ -87,3 +87,19 @@ def test_the_shipped_study_configs(monkeypatch):
     assert len(study.methods["sft-rft"].candidates) == 3 and study.methods["sft-rft"].group == "sft-rft (chained)"
     offline = read_study("configs/study_offline.yaml")
     assert offline.focus == "dft" and offline.methods["dft"].configs[(0, 2)].method == "dft"
+
+
+def test_a_run_of_an_older_unift_or_moved_elsewhere_is_the_same_run(tmp_path, countdown_jsonl):
+    from unift.config import load_config, to_dict
+    from unift.study.runner import check_same_config
+
+    cfg = load_config(None, [f"data.train={countdown_jsonl}", f"output_dir={tmp_path / 'new'}"])
+    old = to_dict(cfg)
+    del old["reward"]  # a section an older unift did not have
+    old["output_dir"] = str(tmp_path / "old")
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(old))
+    check_same_config(cfg, saved)
+    cfg.reward.timeout_s = 5.0  # not the default: a different run
+    with pytest.raises(UserError, match=r"reward.timeout_s: None there, 5.0 now"):
+        check_same_config(cfg, saved)

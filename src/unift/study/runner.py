@@ -36,7 +36,9 @@ from unift.train.checkpoint import latest_checkpoint
 from unift.train.loop import train
 from unift.train.rl_loop import train_rl
 
-IGNORED_KEYS = ("resume",)  # may differ between a run's first start and its resumption
+# may differ between a run's first start and its resumption: resume is set by the runner, and a run
+# directory moved into place keeps what it trained
+IGNORED_KEYS = ("resume", "output_dir")
 
 
 def run_study(path: str, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
@@ -80,7 +82,10 @@ def check_same_config(cfg: Config, saved: Path, compare_model: bool = True) -> N
     except (OSError, yaml.YAMLError):
         raise UserError(f"{saved} cannot be read: remove {saved.parent} to train that run again") from None
     ignored = IGNORED_KEYS + (() if compare_model else ("model",))
+    defaults = _flat(to_dict(Config()))
     for key, (was, now) in _differences(old, to_dict(cfg)).items():
+        if was is None and key in defaults and defaults[key] == now:
+            continue  # a key an older unift did not have, left at its default: the same run
         if key not in ignored:
             raise UserError(f"{saved.parent} was made by another config ({key}: {was!r} there, {now!r} now): "
                             f"restore the study config, or use another output_dir")
@@ -90,10 +95,21 @@ def _differences(old: dict, new: dict, prefix: str = "") -> dict[str, tuple[Any,
     out: dict[str, tuple[Any, Any]] = {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
+        if isinstance(a, dict) or isinstance(b, dict):  # a section one side lacks compares as empty
+            a, b = (a if isinstance(a, dict) else {}), (b if isinstance(b, dict) else {})
             out.update(_differences(a, b, f"{prefix}{key}."))
         elif a != b:
             out[f"{prefix}{key}"] = (a, b)
+    return out
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
     return out
 
 
