@@ -98,7 +98,7 @@ LAYERS = [
     ["unift.models", "unift.lora", "unift.engine", "unift.vllm_engine", "unift.rewards", "unift.user_rewards", "unift.scoring",
      "unift.rl"],
     ["unift.train", "unift.evaluate", "unift.sample", "unift.token_probs"],
-    ["unift.api", "unift.study", "unift.demo", "unift.experiments", "unift.cli", "unift.__main__"],
+    ["unift.api", "unift.study", "unift.demo", "unift.experiments", "unift.cli", "unift.cli_sample", "unift.__main__"],
 ]
 
 
@@ -119,6 +119,7 @@ MAX_FUNCTION_LINES = 60
 # unift modules imported inside a function, and why (everything else is imported at the top)
 LAZY_UNIFT_IMPORTS = {
     "unift.cli": "start-up time: `unift --help` and a mistyped command answer without loading torch",
+    "unift.cli_sample": "start-up time, as unift.cli (its sample and token-probs commands)",
     "unift.train.rl_loop": "unift.vllm_engine only with rl.rollout_backend=vllm (the optional vllm extra)",
     "unift.sample": "unift.vllm_engine only with --backend vllm (the optional vllm extra)",
 }

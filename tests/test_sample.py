@@ -80,3 +80,19 @@ def test_sample_with_vllm(tmp_path, countdown_jsonl):
     assert summary["prompts"] == 2 and summary["samples"] == 4 and summary["kept"] == 4
     raw = [json.loads(x) for x in (tmp_path / "v.jsonl.samples.jsonl").read_text().splitlines()[1:]]
     assert all(s["finish_reason"] in ("eos", "length") and s["tokens"] <= 16 for r in raw for s in r["samples"])
+
+
+def test_eval_and_sample_with_a_user_reward(tmp_path, capsys):
+    """Rows without ground truth, scored by user code: unift eval and unift sample both take --reward."""
+    data = tmp_path / "open.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("cats", "rain")))
+    (tmp_path / "r.py").write_text("def anything(completions, **kwargs):\n    return [1.0 for _ in completions]\n")
+    ref = f"{tmp_path / 'r.py'}:anything"
+    assert main(["eval", "--model", "tiny", "--data", str(data), "--max-new-tokens", "3", "--reward", ref,
+                 "--precision", "fp32", "--out", str(tmp_path / "ev")]) == 0
+    results = json.loads((tmp_path / "ev" / "results.json").read_text())
+    assert results["overall"]["pass@1"] == 1.0 and results["samples"][0]["rewards"] == {"anything": 1.0}
+    out = tmp_path / "s.jsonl"
+    assert main(["sample", "--model", "tiny", "--data", str(data), "--out", str(out), "--k", "2",
+                 "--max-new-tokens", "3", "--keep", "all", "--reward", ref, "--precision", "fp32"]) == 0
+    assert "4 samples, 4 correct" in capsys.readouterr().out

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,8 @@ from unift.errors import UserError
 from unift.evaluate import check_rows
 from unift.files import create_dir, write_atomic
 from unift.models import load_model
-from unift.protocol import score, stop_strings
+from unift.protocol import stop_strings
+from unift.scoring import Scorer
 from unift.tasks.base import CORRECT_SCORE, Example
 
 KEEP = ("correct", "all")
@@ -55,6 +56,13 @@ class SampleSettings:
     limit: int = 0
     task: str = ""
     backend: str = "hf"
+    rewards: list[str] = field(default_factory=list)  # user reward functions (empty: each row's task)
+    correct_threshold: float = CORRECT_SCORE
+
+    def scorer(self) -> Scorer:
+        if self.rewards:
+            return Scorer.from_refs(self.protocol, self.rewards, self.correct_threshold)
+        return Scorer(self.protocol)
 
     def check(self) -> None:
         if self.k < 1:
@@ -70,16 +78,18 @@ def run_sample(settings: SampleSettings, out: Path, *, keep: str = "correct", ma
                device: str = "auto", progress: bool = True) -> dict[str, Any]:
     settings.check()
     examples = load_examples(settings.data, limit=settings.limit, task=settings.task)
-    check_rows(settings.protocol, examples)  # ground truth on every row, before the model loads
+    scorer = settings.scorer()  # user reward code is imported and checked before the model loads
+    check_rows(settings.protocol, examples, scorer)  # ground truth on every row, before the model loads
     create_dir(out.parent if str(out.parent) else Path("."), "--out directory")
     raw = Path(f"{out}.samples.jsonl")
     done = read_done(raw, settings)
     todo = [i for i in range(len(examples)) if i not in done]
     if todo:
-        sample_rows(settings, examples, todo, raw, chunk=chunk, batch_size=batch_size, precision=precision,
+        sample_rows(settings, scorer, examples, todo, raw, chunk=chunk, batch_size=batch_size, precision=precision,
                     device=device, progress=progress)
         done = read_done(raw, settings)
-    rows, summary = select(examples, done, keep=keep, max_per_prompt=max_per_prompt, dedupe=dedupe)
+    rows, summary = select(examples, done, keep=keep, max_per_prompt=max_per_prompt, dedupe=dedupe,
+                           threshold=scorer.threshold)
     write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     summary.update(out=str(out), raw=str(raw), keep=keep, max_per_prompt=max_per_prompt, dedupe=dedupe,
                    settings=asdict(settings))
@@ -109,7 +119,8 @@ def read_done(raw: Path, settings: SampleSettings) -> dict[int, list[dict]]:
     return done
 
 
-def sample_rows(settings: SampleSettings, examples: list[Example], todo: list[int], raw: Path, *, chunk: int,
+def sample_rows(settings: SampleSettings, scorer: Scorer, examples: list[Example], todo: list[int], raw: Path, *,
+                chunk: int,
                 batch_size: int, precision: str, device: str, progress: bool) -> None:
     dev = pick_device(device)
     model, tokenizer = load_model(settings.model)
@@ -131,12 +142,12 @@ def sample_rows(settings: SampleSettings, examples: list[Example], todo: list[in
             params.seeds = [settings.seed * 1_000_003 + i for i in rows]  # per prompt: chunking does not matter
             completions = engine.generate([prompts[i] for i in rows], params)
             by_row: dict[int, list[dict]] = {i: [] for i in rows}
-            for c in completions:
-                row = rows[c.prompt_index]
-                text = completion_text(tokenizer, c)
-                reward = score(settings.protocol, examples[row], text)
-                by_row[row].append({"response": text, "reward": reward.score, "finish_reason": c.finish_reason,
-                                    "tokens": len(c.token_ids), "answer": reward.answer})
+            texts = [completion_text(tokenizer, c) for c in completions]
+            batch = scorer.score([examples[rows[c.prompt_index]] for c in completions], texts,
+                                 completion_ids=[list(c.token_ids) for c in completions])
+            for c, text, reward in zip(completions, texts, batch.totals):
+                by_row[rows[c.prompt_index]].append({"response": text, "reward": reward,
+                                                     "finish_reason": c.finish_reason, "tokens": len(c.token_ids)})
                 tokens += len(c.token_ids)
             fh.write("".join(json.dumps({"row": i, "samples": s}, ensure_ascii=False) + "\n"
                              for i, s in by_row.items()))
@@ -177,15 +188,15 @@ def _bar(total: int, initial: int, progress: bool):
 
 
 def select(examples: list[Example], done: dict[int, list[dict]], *, keep: str, max_per_prompt: int,
-           dedupe: bool) -> tuple[list[dict], dict[str, Any]]:
+           dedupe: bool, threshold: float = CORRECT_SCORE) -> tuple[list[dict], dict[str, Any]]:
     """The rows to train on, and the counts of the summary line."""
     rows, samples, correct, solved = [], 0, 0, 0
     for i in sorted(done):
         ex, kept, seen = examples[i], 0, set()
-        good = [s for s in done[i] if s["reward"] >= CORRECT_SCORE]
+        good = [s for s in done[i] if s["reward"] >= threshold]
         samples, correct, solved = samples + len(done[i]), correct + len(good), solved + bool(good)
         for j, s in enumerate(done[i]):
-            if keep == "correct" and not (s["reward"] >= CORRECT_SCORE and s["finish_reason"] == "eos"):
+            if keep == "correct" and not (s["reward"] >= threshold and s["finish_reason"] == "eos"):
                 continue
             if (dedupe and s["response"] in seen) or (max_per_prompt and kept >= max_per_prompt):
                 continue

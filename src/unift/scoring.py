@@ -56,6 +56,12 @@ class Scorer:
                             f"metrics are keyed by name, so give them different names")
         return cls(cfg.protocol, funcs, r.correct_threshold, r.timeout_s)
 
+    @classmethod
+    def from_refs(cls, protocol: str, refs: list[str], threshold: float = CORRECT_SCORE,
+                  timeout_s: float = 30.0) -> Scorer:
+        """For `unift eval --reward` and `unift sample --reward` (equal weights)."""
+        return cls(protocol, load_reward_funcs(refs, []), threshold, timeout_s)
+
     @property
     def needs_ground_truth(self) -> bool:
         """Built-in scoring reads each row's task and ground truth; user functions may not."""
