@@ -183,3 +183,15 @@ def test_all_official_data_sources_map_to_a_task():
         sources = set(pq.read_table(path, columns=["data_source"]).column("data_source").to_pylist())
         for source in sources:
             assert task_for_data_source(source) in TASKS
+
+
+def test_ground_truths_as_pandas_and_pyarrow_give_them():
+    """numpy arrays and scalars, nested dicts with array values and None fields (mixed-schema parquet)."""
+    import numpy as np
+
+    gt = {"numbers": np.array([1, 2, 3]), "target": np.int64(6), "solution_text_format": None}
+    assert rewards.countdown(completions=["<answer> 1+2+3 </answer>"], reward_model=[{"ground_truth": gt}]) == [1.0]
+    assert rewards.math(completions=["<answer> 5 </answer>"], ground_truth=[{"target": np.str_("5"),
+                                                                             "numbers": None}]) == [1.0]
+    assert rewards.gsm8k(completions=["<answer> 5 </answer>"], ground_truth=np.array([5.0])) == [1.0]
+    assert rewards.answer_match(completions=["<answer> b </answer>"], ground_truth=[np.array(["a", "b"])]) == [1.0]

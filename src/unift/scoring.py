@@ -11,6 +11,7 @@ function gets the batch as TRL gives it (`unift.user_rewards`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from unift.config import Config
@@ -106,6 +107,7 @@ def trl_batch(examples: list[Example], responses: list[str], hints: list[str], c
         "hints": hints,
         "generated": [text[len(h):] for text, h in zip(responses, hints)],
         "step": step,
+        "trainer_state": SimpleNamespace(global_step=step),  # what TRL passes; reward code may read global_step
     }
     columns = sorted({k for ex in examples for k in ex.extra.get("columns", {})} - set(batch))
     for key in columns:

@@ -10,7 +10,7 @@ kk_logic, math, gsm8k), which scores under the run's protocol. A function is cal
 batch as
 
     f(prompts=[...], completions=[...], completion_ids=[...], hints=[...], generated=[...],
-      step=N, **columns) -> list[float | None]
+      step=N, trainer_state=<.global_step = N>, **columns) -> list[float | None]
 
 with every extra dataset column (ground_truth, data_source, ...) as a keyword list, one entry
 per completion; `completions` is the text the policy is credited for (hint + generated text),
@@ -43,7 +43,7 @@ from unift.deadline import Deadline, time_limit
 from unift.errors import UserError, one_line
 from unift.tasks import TASKS
 
-PROBE_KEYWORDS = ("prompts", "completions", "completion_ids", "hints", "generated", "step")
+PROBE_KEYWORDS = ("prompts", "completions", "completion_ids", "hints", "generated", "step", "trainer_state")
 
 
 @dataclass
