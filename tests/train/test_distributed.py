@@ -135,3 +135,18 @@ def test_lora_sft_on_two_processes_matches_one(tmp_path, countdown_jsonl):
     _train(common + [f"output_dir={tmp_path / 'one'}"], 1, tmp_path)
     _train(common + [f"output_dir={tmp_path / 'two'}"], 2, tmp_path)
     _compare(tmp_path / "one", tmp_path / "two")  # final/ is the merged model: base + adapter
+
+
+def test_a_reward_failing_on_one_rank_stops_both(tmp_path, countdown_jsonl):
+    """User reward code that raises on rank 1 only: both ranks end with its one-line error, none hangs."""
+    (tmp_path / "r.py").write_text("import os\n\ndef picky(completions, **kwargs):\n"
+                                   "    if os.environ.get('RANK') == '1':\n        raise RuntimeError('rank one')\n"
+                                   "    return [0.0 for _ in completions]\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "unift",
+           "train", "method=rft", "model=tiny", f"data.train={countdown_jsonl}", "train.steps=2",
+           "rl.prompts_per_step=2", "rl.num_generations=2", "rl.max_new_tokens=4", "train.precision=fp32",
+           "log.progress=false", f"output_dir={tmp_path / 'run'}", f"reward.funcs={tmp_path / 'r.py'}:picky"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("unift: error: reward picky failed at step 1 on row 0: RuntimeError: rank one") == 2

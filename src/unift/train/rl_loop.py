@@ -150,8 +150,7 @@ def rl_step(ctx: RLRun, step: int, ids: list[int]) -> dict[str, Any]:
     t1 = time.perf_counter()
     kill_point("rollout", step + 1)  # test hook (unift.train.faults); a no-op otherwise
     # ---- 3. score hint + completion, gathered in the step's global order [P * n]
-    rows = score_completions(ctx.scorer, examples, hints.texts, completions, ctx.tokenizer, step + 1)
-    scores = Scores.from_rows(ctx.shard.gather(rows, n), tuple(ctx.scorer.names), ctx.scorer.threshold)
+    scores = score(ctx, examples, hints, completions, step + 1)
     ctx.hints.observe(ids, hints, scores.success_per_prompt(n))
     # ---- 4. advantages: group-normalised rewards [P * n]
     advantages = group_advantages(scores.rewards, n, cfg.rl.scale_rewards)
@@ -185,6 +184,24 @@ def generate(ctx: RLRun, step: int, prompts: list[Rendered], hints: StepHints) -
     for c in completions:  # local prompt index -> position in the step's global batch
         c.prompt_index = mine[c.prompt_index]
     return completions
+
+
+def score(ctx: RLRun, examples: list[Example], hints: StepHints, completions: list[Completion], step: int) -> Scores:
+    """This rank's completions scored, gathered in the step's global order. A user reward that fails
+    on one rank stops every rank with its message (no rank is left waiting in the gather)."""
+    failure = ""
+    try:
+        rows = score_completions(ctx.scorer, examples, hints.texts, completions, ctx.tokenizer, step)
+    except UserError as exc:
+        if not ctx.scorer.funcs or not ctx.shard.world.distributed:
+            raise
+        rows, failure = [], str(exc)
+    if ctx.scorer.funcs and ctx.shard.world.distributed:
+        failures = [f for f in ctx.shard.world.gather([failure]) if f]
+        if failures:
+            raise UserError(failures[0])
+    return Scores.from_rows(ctx.shard.gather(rows, ctx.cfg.rl.num_generations), tuple(ctx.scorer.names),
+                            ctx.scorer.threshold)
 
 
 def completion_samples(ctx: RLRun, ids: list[int], hints: StepHints, completions: list[Completion], scores: Scores,
