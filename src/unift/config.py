@@ -49,7 +49,7 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 class DataConfig:
     train: str = _f("", "training data: .parquet / .jsonl / .json file, a directory saved by "
                         "datasets, or a hub data set id (official UFT verl parquet or TRL formats)")
-    task: str = _f("", "task whose reward scores the data (countdown, kk_logic, math, gsm8k); "
+    task: str = _f("", "task whose reward scores the data (countdown, kk_logic, math, gsm8k, answer_match); "
                        "empty = from each row's data_source")
     template: str = _f("auto", "prompt rendering: plain (TinyZero text as is), chat (the model's "
                                "chat template), auto (plain for text prompts and verl data, chat "
