@@ -104,3 +104,16 @@ def test_study_errors(tmp_path, capsys):
                                     "eval_sets": {"g": {"data": "y", "max_tokens": 3}}}))
     assert main(["compare", str(path)]) == 2
     assert "unknown config key 'eval_sets.g.max_tokens' (did you mean 'max_new_tokens'?)" in capsys.readouterr().err
+
+
+def test_a_study_with_a_user_reward_scores_its_evaluations_with_it(tmp_path, countdown_jsonl):
+    (tmp_path / "r.py").write_text("def always(completions, **kwargs):\n    return [1.0 for _ in completions]\n")
+    path = _study(tmp_path, countdown_jsonl, seeds=[0], validation={}, checkpoint_every=0,
+                  methods={"rft": {"method": "rft", "train": {"steps": 1}}})
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["reward"] = {"funcs": [f"{tmp_path / 'r.py'}:always"]}
+    spec["base"]["eval"]["every"] = 0
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["compare", str(path)]) == 0
+    results = json.loads((tmp_path / "study" / "results.json").read_text())
+    assert results["methods"]["rft"]["eval"]["generated"]["mean"] == 1.0  # the user reward, not Countdown's

@@ -29,6 +29,7 @@ from unift.data.loading import load_examples
 from unift.errors import UserError
 from unift.evaluate import evaluate_model, write_report
 from unift.files import create_dir, sha256, write_atomic
+from unift.scoring import Scorer
 from unift.study.report import write_study_report
 from unift.study.spec import EvalSet, Method, Study, StudyConfig, read_study
 from unift.tasks.base import Example
@@ -129,6 +130,9 @@ class StudyRunner:
         self.model_of: dict[tuple[str, int], str] = {}   # (method, seed) -> final model
         self.chosen: dict[str, int] = {}                 # method -> sweep candidate
         self.seconds: dict[tuple[str, int], float] = {}  # (label, seed) -> training wall-clock
+        # base.reward.funcs score the evaluation sets too (user reward code); else each row's task
+        first = next((cfg for m in study.methods.values() for cfg in m.configs.values()), None)
+        self.scorer = Scorer.from_config(first) if first is not None and first.reward.funcs else None
 
     def run_method(self, m: Method, seed: int) -> None:
         start = self.model_of[(m.init, seed)] if m.init else str(self.study.cfg.base.get("model") or "smollm2-135m")
@@ -180,7 +184,9 @@ class StudyRunner:
         """The evaluation of `model` on a set, read back if it is on disk for the same weights."""
         s = _all_sets(self.study)[set_name]
         out = self.study.out / "eval" / set_name / label / f"seed{seed}"
-        key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model)}
+        reward = self.study.cfg.base.get("reward") or {}
+        key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model),
+               **({"reward": reward} if reward.get("funcs") else {})}
         if (out / "results.json").exists() and (out / "records.jsonl").exists():
             done = json.loads((out / "results.json").read_text())
             if done.get("study_key") == key:
@@ -190,7 +196,7 @@ class StudyRunner:
         r = evaluate_model(model, self.eval_data[set_name], protocol=self.study.protocol,
                            max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
                            template=(base.get("data") or {}).get("template", "auto"),
-                           precision=(base.get("train") or {}).get("precision", "auto"))
+                           precision=(base.get("train") or {}).get("precision", "auto"), scorer=self.scorer)
         r["study_key"], r["eval_seconds"] = key, time.perf_counter() - started
         write_report(r, out, title=f"{label} seed {seed} on {set_name}")
         return {k: v for k, v in r.items() if k != "records"}
