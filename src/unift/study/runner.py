@@ -37,9 +37,11 @@ from unift.train.checkpoint import latest_checkpoint
 from unift.train.loop import train
 from unift.train.rl_loop import train_rl
 
-# may differ between a run's first start and its resumption: resume is set by the runner, and a run
-# directory moved into place keeps what it trained
-IGNORED_KEYS = ("resume", "output_dir")
+# may differ between a run's first start and its resumption without changing what it trains: resume is
+# set by the runner, a run directory moved into place keeps what it trained, and checkpointing and the
+# log sinks do not touch the weights
+IGNORED_KEYS = ("resume", "output_dir", "checkpoint.every", "checkpoint.keep_last", "log.progress",
+                "log.tensorboard", "log.wandb")
 
 
 def run_study(path: str, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
