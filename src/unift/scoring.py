@@ -2,7 +2,7 @@
 `reward.funcs` (unift.user_rewards), weighted and summed.
 
     scorer = Scorer.from_config(cfg)                       # imports and checks user code now
-    batch = scorer.score(examples, responses, step=t, ...)  # totals [n], parts {name: [n]}, unscored
+    batch = scorer.score(examples, responses, step=t, ...)  # totals [n], parts {name: [n]}
 
 A built-in name among `reward.funcs` scores every row with that task under the protocol; a user
 function gets the batch as TRL gives it (`unift.user_rewards`).
@@ -15,17 +15,15 @@ from types import SimpleNamespace
 from typing import Any
 
 from unift.config import Config
-from unift.errors import UserError
 from unift.protocol import MALFORMED, malformed_ground_truth, score, score_text
 from unift.tasks.base import CORRECT_SCORE, Example
-from unift.user_rewards import RewardFunc, call_reward, check_signature, combine, load_reward_funcs
+from unift.user_rewards import RewardFunc, call_reward, combine, load_reward_funcs
 
 
 @dataclass
 class ScoreBatch:
     totals: list[float]                                           # [n] the reward of each response
     parts: dict[str, list[float | None]] = field(default_factory=dict)  # per function [n] (None: not scored)
-    unscored: int = 0                                             # rows no function scored (reward 0)
 
 
 @dataclass
@@ -40,22 +38,8 @@ class Scorer:
         """reward.funcs, then `extra` (Python callables or references, from `unift.api.train`);
         reward.weights, when given, has one weight for each of them in that order."""
         r = cfg.reward
-        refs = list(r.funcs) + [f for f in extra or [] if isinstance(f, str)]
-        funcs = load_reward_funcs(refs, [], None)
-        for fn in extra or []:
-            if not isinstance(fn, str):
-                check_signature(getattr(fn, "__name__", repr(fn)), fn)
-                funcs.append(RewardFunc(getattr(fn, "__name__", f"reward_{len(funcs)}"), fn))
-        if r.weights and len(r.weights) != len(funcs):
-            raise UserError(f"reward.weights has {len(r.weights)} entries for {len(funcs)} reward functions: "
-                            f"give one per function")
-        for f, w in zip(funcs, r.weights):
-            f.weight = float(w)
-        names = [f.name for f in funcs]
-        if len(set(names)) != len(names):
-            raise UserError(f"reward functions: two are named '{next(n for n in names if names.count(n) > 1)}'; "
-                            f"metrics are keyed by name, so give them different names")
-        return cls(cfg.protocol, funcs, r.correct_threshold, r.timeout_s)
+        return cls(cfg.protocol, load_reward_funcs(list(r.funcs) + list(extra or []), r.weights),
+                   r.correct_threshold, r.timeout_s)
 
     @classmethod
     def from_refs(cls, protocol: str, refs: list[str], threshold: float = CORRECT_SCORE,
@@ -82,8 +66,8 @@ class Scorer:
         batch = trl_batch(examples, responses, hints, completion_ids or [[] for _ in responses], step)
         parts = {f.name: (self._builtin(f, examples, responses) if f.builtin
                           else call_reward(f, batch, n, step, self.timeout_s)) for f in self.funcs}
-        totals, unscored = combine(parts, self.funcs, n)
-        return ScoreBatch(totals, parts, unscored)
+        totals, _ = combine(parts, self.funcs, n)
+        return ScoreBatch(totals, parts)
 
     def _builtin(self, f: RewardFunc, examples: list[Example], responses: list[str]) -> list[float | None]:
         out: list[float | None] = []

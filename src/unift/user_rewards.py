@@ -54,23 +54,27 @@ class RewardFunc:
     builtin: bool = False  # a built-in task: scored by unift.protocol under the run's protocol
 
 
-def load_reward_funcs(refs: list[str], weights: list[float], config_dir: Path | None = None) -> list[RewardFunc]:
-    """Import and check every reference (one-line errors), before any model loads."""
+def load_reward_funcs(refs: list[Any], weights: list[float], config_dir: Path | None = None) -> list[RewardFunc]:
+    """Import and check every reference (one-line errors), before any model loads. An entry may
+    also be a Python callable (`unift.api.train(reward_funcs=...)`)."""
     if weights and len(weights) != len(refs):
         raise UserError(f"reward.weights has {len(weights)} entries for {len(refs)} reward.funcs: "
                         f"give one per function")
     funcs = []
     for i, ref in enumerate(refs):
         weight = float(weights[i]) if weights else 1.0
-        if ":" not in ref:
+        if callable(ref):
+            check_signature(getattr(ref, "__name__", repr(ref)), ref)
+            funcs.append(RewardFunc(getattr(ref, "__name__", f"reward_{i}"), ref, weight))
+        elif ":" not in ref:
             if ref not in TASKS:
                 raise UserError(f"reward.funcs: '{ref}' is neither a built-in task ({', '.join(sorted(TASKS))}) nor "
                                 f"a reference of the form file.py:function or package.module:function")
             funcs.append(RewardFunc(ref, _no_call, weight, builtin=True))
-            continue
-        fn = _resolve(ref, config_dir)
-        check_signature(ref, fn)
-        funcs.append(RewardFunc(getattr(fn, "__name__", ref.rsplit(":", 1)[1]), fn, weight))
+        else:
+            fn = _resolve(ref, config_dir)
+            check_signature(ref, fn)
+            funcs.append(RewardFunc(getattr(fn, "__name__", ref.rsplit(":", 1)[1]), fn, weight))
     names = [f.name for f in funcs]
     if len(set(names)) != len(names):
         raise UserError(f"reward.funcs: two functions are named '{next(n for n in names if names.count(n) > 1)}'; "
