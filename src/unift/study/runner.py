@@ -17,6 +17,7 @@ results.md, records.jsonl), study.yaml, results.json, report.md, accuracy.png, r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from unift.evaluate import evaluate_model, write_report
 from unift.files import create_dir, sha256, write_atomic
 from unift.scoring import Scorer
 from unift.study.report import write_study_report
-from unift.study.spec import EvalSet, Method, Study, StudyConfig, read_study
+from unift.study.spec import EvalSet, Method, Study, read_study
 from unift.tasks.base import Example
 from unift.train.checkpoint import latest_checkpoint
 from unift.train.loop import train
@@ -49,7 +50,7 @@ def run_study(path: str, overrides: list[str] | None = None, resume: bool = Fals
     check_output_dir(study, resume)
     eval_data = {name: load_eval_set(name, s) for name, s in _all_sets(study).items()}
     create_dir(study.out)
-    write_atomic(study.out / "study.yaml", yaml.safe_dump(_plain(study.cfg), sort_keys=False))
+    write_atomic(study.out / "study.yaml", yaml.safe_dump(dataclasses.asdict(study.cfg), sort_keys=False))
     runner = StudyRunner(study, eval_data)
     for seed in study.cfg.seeds:
         for method in study.methods.values():
@@ -60,12 +61,6 @@ def run_study(path: str, overrides: list[str] | None = None, resume: bool = Fals
 def _all_sets(study: Study) -> dict[str, EvalSet]:
     extra = {"validation": study.cfg.validation} if study.cfg.validation.data else {}
     return {**study.eval_sets, **extra}
-
-
-def _plain(cfg: StudyConfig) -> dict[str, Any]:
-    return {"output_dir": cfg.output_dir, "seeds": cfg.seeds, "checkpoint_every": cfg.checkpoint_every,
-            "focus": cfg.focus, "base": cfg.base, "methods": cfg.methods,
-            "eval_sets": {k: vars(v) for k, v in cfg.eval_sets.items()}, "validation": vars(cfg.validation)}
 
 
 def check_output_dir(study: Study, resume: bool) -> None:
@@ -131,7 +126,6 @@ class StudyRunner:
         self.study, self.eval_data = study, eval_data
         self.model_of: dict[tuple[str, int], str] = {}   # (method, seed) -> final model
         self.chosen: dict[str, int] = {}                 # method -> sweep candidate
-        self.seconds: dict[tuple[str, int], float] = {}  # (label, seed) -> training wall-clock
         # base.reward.funcs score the evaluation sets too (user reward code); else each row's task
         first = next((cfg for m in study.methods.values() for cfg in m.configs.values()), None)
         self.scorer = Scorer.from_config(first) if first is not None and first.reward.funcs else None
