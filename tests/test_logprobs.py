@@ -44,3 +44,87 @@ def test_clamp_mask_clamps_only_those_positions(tiny):
     assert torch.allclose(clamped[0, 2:], by_hand[2:], atol=1e-3)
     assert torch.equal(clamped[0, :2], plain[0, :2])
     assert not torch.allclose(clamped[0, 2:], plain[0, 2:], atol=1e-3)
+
+
+def _batch(seed: int = 0, b: int = 3, t: int = 12):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 1000, (b, t), generator=g)
+    attn = torch.ones_like(ids)
+    attn[-1, t - 3:] = 0
+    mask = torch.rand(b, t - 1, generator=g) < 0.7
+    mask[-1, t - 4:] = False
+    return ids, attn, mask
+
+
+def _stats_and_grads(model, chunk: int, **kw):
+    from unift.logprobs import sequence_logprobs_and_entropy
+
+    ids, attn, mask = _batch()
+    model.zero_grad()
+    logp, ent = sequence_logprobs_and_entropy(model, ids, attn, mask, chunk=chunk, **kw)
+    (logp[mask].mean() + 0.3 * ent[mask].mean()).backward()  # normalised by the token count, as the losses are
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logp.detach(), ent.detach(), grads
+
+
+def test_chunked_values_and_gradients_match_one_chunk(tiny):
+    """Chunks of 1, 5 and 7 positions (with a short last chunk) give the log-probs, entropies and
+    gradients of one pass over all positions, with temperature, a trained entropy and clamping."""
+    model, _ = tiny
+    _, _, mask = _batch()
+    clamp = mask & (torch.arange(mask.shape[1]) % 2 == 0)
+    kw = {"temperature": 0.7, "entropy_grad": True, "clamp_mask": clamp}
+    logp, ent, grads = _stats_and_grads(model, int(mask.sum()), **kw)
+    assert len(grads) > 3 and any(g.abs().sum() > 0 for g in grads.values())
+    for chunk in (1, 5, 7):
+        c_logp, c_ent, c_grads = _stats_and_grads(model, chunk, **kw)
+        assert torch.allclose(c_logp, logp, atol=1e-5) and torch.allclose(c_ent, ent, atol=1e-5)
+        assert c_grads.keys() == grads.keys()
+        for name, g in grads.items():
+            assert torch.allclose(c_grads[name], g, atol=1e-5), name
+
+
+def test_no_full_vocabulary_tensor_is_kept_for_backward(tiny):
+    """What autograd keeps between forward and backward outside the checkpointed chunks: nothing of
+    vocabulary width with more than `chunk` rows (one pass would keep [N, V] logits)."""
+    from unift.logprobs import sequence_logprobs_and_entropy
+
+    model, _ = tiny
+    vocab = model.config.vocab_size
+    ids, attn, mask = _batch(b=4, t=16)
+    def widest(chunk: int) -> int:
+        rows = [0]
+
+        def pack(t):
+            if t.dim() >= 1 and t.shape[-1] == vocab:
+                rows.append(t.numel() // vocab)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logp, _ = sequence_logprobs_and_entropy(model, ids, attn, mask, chunk=chunk, with_entropy=False)
+        logp.sum().backward()
+        return max(rows)
+
+    assert widest(4) == 0 and widest(10_000) == 0  # checkpointed: recomputed in the backward instead
+
+
+def test_no_scored_positions_still_reaches_every_parameter(tiny):
+    """FSDP2's idle pass scores nothing but must run the whole graph (each layer's collectives)."""
+    from unift.logprobs import sequence_logprobs
+
+    model, _ = tiny
+    model.zero_grad()
+    ids = torch.zeros((1, 2), dtype=torch.long)
+    logp = sequence_logprobs(model, ids, torch.ones_like(ids), torch.zeros((1, 1), dtype=torch.bool), chunk=8)
+    (logp.sum() * 0.0).backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_chunk_below_one_is_a_config_error():
+    import pytest
+
+    from unift.config import load_config
+    from unift.errors import UserError
+
+    with pytest.raises(UserError, match="train.logprob_chunk must be at least 1"):
+        load_config(None, ["data.train=x.jsonl", "train.logprob_chunk=0"])

@@ -80,6 +80,9 @@ class TrainConfig:
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
     max_bad_steps: int = _f(3, "a step with a non-finite loss or gradient skips its update; after this many "
                                "in a row the run stops (the last checkpoint is kept)")
+    logprob_chunk: int = _f(1024, "scored positions per pass through the LM head; each chunk's logits are "
+                                  "recomputed in the backward, so peak memory grows with this, not with "
+                                  "batch x length x vocabulary (values do not depend on it)")
 
 
 @dataclass
@@ -280,6 +283,8 @@ def _run_checks(cfg: Config) -> list[tuple[bool, str]]:
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {t.max_bad_steps}"),
+        (t.logprob_chunk >= 1, f"train.logprob_chunk must be at least 1 (positions per pass through the LM head), "
+                               f"got {t.logprob_chunk}"),
         (d.max_prompt_tokens > 0, "data.max_prompt_tokens must be positive"),
         (d.max_response_tokens > 0, "data.max_response_tokens must be positive"),
         (d.limit >= 0, "data.limit must be >= 0"),

@@ -107,7 +107,8 @@ def sft_step(ctx: SFTRun, step: int, indices: list[int]) -> dict[str, Any]:
         micro = collate(batch[start:start + cfg.train.micro_batch_size], ctx.tokenizer.pad_token_id, device)
         mask = micro.roles[:, 1:] == TARGET                                   # [b, T-1]
         with autocast(device, ctx.amp):
-            logp = sequence_logprobs(ctx.model, micro.input_ids, micro.attention_mask, mask)  # [b, T-1]
+            logp = sequence_logprobs(ctx.model, micro.input_ids, micro.attention_mask, mask,
+                                     chunk=cfg.train.logprob_chunk)  # [b, T-1]
         loss = ctx.loss_fn(logp, mask, normalizer)
         loss.backward()
         with torch.no_grad():

@@ -176,12 +176,13 @@ def micro_loss(model, reference, part: list[Sequence], batch, gen_mask: torch.Te
     with autocast(device, amp):
         logp, entropy = sequence_logprobs_and_entropy(
             model, batch.input_ids, batch.attention_mask, gen_mask | hint_mask, r.temperature,
-            entropy_grad=r.entropy_coef > 0, clamp_mask=hint_mask if r.normalizer == "official" else None)
+            entropy_grad=r.entropy_coef > 0, clamp_mask=hint_mask if r.normalizer == "official" else None,
+            chunk=cfg.train.logprob_chunk)
         ref_logp = None
         if reference is not None:
             with torch.no_grad(), disabled_adapter(reference):
                 ref_logp = sequence_logprobs(reference, batch.input_ids, batch.attention_mask, gen_mask,
-                                             r.temperature)
+                                             r.temperature, chunk=cfg.train.logprob_chunk)
     old_logp = logp.detach() if n_updates == 1 else _scatter(gen_mask, torch.cat([s.old_logp for s in part]))
     is_weight = truncated_is_weight(old_logp, sampler_logp, r.tis_cap) if r.tis_cap > 0 else None
     loss, terms = uft_loss(logp, old_logp, advantages, policy_mask, hint_mask,
@@ -234,6 +235,7 @@ def _set_old_logp(model, sequences: list[Sequence], cfg: Config, pad_id, device,
     catch_up(model, len(micro), device, amp, backward=False)  # FSDP2
     for part, batch, gen_mask, _ in micro:
         with autocast(device, amp):
-            logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, gen_mask, cfg.rl.temperature)
+            logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, gen_mask, cfg.rl.temperature,
+                                     chunk=cfg.train.logprob_chunk)
         for s, row, m in zip(part, logp, gen_mask):
             s.old_logp = row[m].float()

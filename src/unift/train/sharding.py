@@ -12,7 +12,7 @@ processes compute what one process computes on the whole batch (the tests check 
 Four things differ from data parallelism (unift.train.distributed), all handled here:
 - Gradients are **summed** over ranks, not averaged: the loops divide by the global token count.
 - The log-prob computation calls the decoder and the head separately, not `model.forward`, so it
-  is registered as an FSDP forward method (`unift_picked_logits`) to get the all-gather hooks.
+  is registered as an FSDP forward method (`unift_token_stats`) to get the all-gather hooks.
 - Every forward and backward is a collective: all ranks must run the same number of them. A rank
   with fewer micro-batches runs idle passes (`catch_up`: one pad token, zero loss) for the missing ones.
 - Generation, evaluation and saving need whole weights: `unift.weights.full_copy` gathers them
@@ -34,7 +34,7 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 
 from unift.device import autocast
-from unift.logprobs import picked_logits, sequence_logprobs
+from unift.logprobs import sequence_logprobs, token_stats
 from unift.train.distributed import current_world
 from unift.weights import is_sharded
 
@@ -52,8 +52,8 @@ def shard(model, world):
         if isinstance(module, FSDPModule):
             module.set_gradient_divide_factor(1.0)           # a sum: the loss is already divided globally
             module.set_force_sum_reduction_for_comms(True)  # gloo has no pre-multiplied sum
-    model.unift_picked_logits = types.MethodType(picked_logits, model)
-    register_fsdp_forward_method(model, "unift_picked_logits")
+    model.unift_token_stats = types.MethodType(token_stats, model)
+    register_fsdp_forward_method(model, "unift_token_stats")
     return model
 
 
