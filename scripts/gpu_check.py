@@ -300,8 +300,13 @@ def run_checks(device: str, assets: Path, out: Path, quick: bool) -> list[dict]:
     write_jsonl(CountdownTask().generate(64, seed=2, min_numbers=3, max_numbers=3), test_data)
     check("env", lambda: environment(device), results)
     peak = check("peak", lambda: matmul_peak(device, quick), results)
-    models = {}
-    check("models", lambda: {"built": sorted(models.update(build_models(assets, work, quick)) or models)}, results)
+    models: dict[str, Path] = {}
+
+    def build() -> dict:
+        models.update(build_models(assets, work, quick))
+        return {"built": sorted(models)}
+
+    check("models", build, results)
     for model_name, model_dir in models.items():
         for method in METHODS:
             check(f"train:{method}:{model_name}",
