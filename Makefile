@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint test-vllm install bench bench-vllm clean
+.PHONY: demo test lint test-vllm test-gpu gpu-assets install bench bench-vllm clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,18 @@ $(VSTAMP): pyproject.toml | $(VPY)
 
 test-vllm: $(VSTAMP)
 	$(VPY) -m pytest tests -m vllm
+
+# The CUDA check (scripts/gpu_check.py, docs/performance.md): on a machine with one CUDA device and
+# torch/transformers/peft installed, from a copy of this tree with runs/gpu-assets (tokenizer and
+# SmolLM2-135M's config, written here by `make gpu-assets`); no venv or network needed there.
+# Without CUDA it says so in one line and exits 0.
+test-gpu: runs/gpu-assets
+	PYTHONPATH=src $(PYTHON) scripts/gpu_check.py --assets runs/gpu-assets --out runs/gpu-check
+
+gpu-assets: runs/gpu-assets
+runs/gpu-assets:
+	$(MAKE) install
+	$(PY) scripts/gpu_check.py --prepare runs/gpu-assets
 
 # The peers (TRL) come from the optional `bench` extra; results go to benchmarks/results/.
 bench: $(STAMP)

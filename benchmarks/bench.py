@@ -8,6 +8,9 @@ each other down many times on a small machine), and reports its own figures and 
     sft       one SFT/DFT step, 8 x 256 tokens -- unift SFT, unift DFT, TRL SFTTrainer(loss_type="dft");
               tokens/s and model FLOPs utilisation (6 x parameters x tokens) against the bf16
               matmul peak measured in the same run
+    memory    (benchmarks/memory.py) one RL update and one SFT step at 1,024-token responses on the
+              embedded model and on a random model with Qwen2.5's 151,936-token vocabulary: unift,
+              unift with its log-prob chunking off, TRL; peak RSS and seconds
     rollout   128 new tokens at batch 16 and 64 -- unift's sampler, HF `generate` (bf16 and fp32),
               vLLM when it is installed
     vllm      (in the venv of `make test-vllm`) unift's vLLM backend -- generate plus the in-memory
@@ -47,6 +50,8 @@ WORKLOADS = {
     "rollout": ["rollout:unift-16", "rollout:hf-bf16-16", "rollout:hf-fp32-16", "rollout:vllm-16",
                 "rollout:unift-64", "rollout:hf-bf16-64", "rollout:vllm-64"],
     "peak": ["peak:matmul"],
+    "memory": [f"mem:{peer}-{kind}-{model}" for model in ("smol", "qwenv") for kind in ("rl", "sft")
+               for peer in ("unift", "unift_onechunk", "trl")],
     "vllm": ["rollout:vllm-16", "rollout:vllm_cold-16", "rollout:unift_vllm-16", "rollout:vllm-64",
              "rollout:vllm_cold-64", "rollout:unift_vllm-64",
              "rl:unift-grpo", "rl:unift-grpo_vllm", "rl:unift-uft_vllm", "rl:trl-grpo"],
@@ -323,6 +328,10 @@ def run_one(name: str, steps: int) -> dict:
                 result = _rollout(engine, int(batch), steps)
         elif kind == "peak":
             result = _matmul_peak()
+        elif kind == "mem":
+            import memory  # benchmarks/memory.py, beside this file
+
+            result = memory.run(system, steps, tmp)
         else:
             raise ValueError(name)
     result.update(name=name, wall_s=time.perf_counter() - started, peak_rss_mb=_peak_rss_mb())
@@ -407,6 +416,10 @@ def report(results: dict[str, dict]) -> str:
                 lines.append(f"- {name}: rollout {x['rollout_s']:.1f} s, scoring {x['scoring_s']:.2f} s, update "
                              f"{x['update_s']:.1f} s; {x['completion_tokens']:.0f} completion tokens; "
                              f"{x['pruned_sequences']:.0f} of 64 sequences left out of the update (zero advantage)")
+    if any(name.startswith("mem:") for name in r):
+        import memory
+
+        lines += memory.report_lines(r)
     errors = [f"- {n}: {x.get('error') or x.get('skipped')}" for n, x in r.items() if "error" in x or "skipped" in x]
     return "\n".join(lines + (["", "Not measured:"] + errors if errors else [])) + "\n"
 

@@ -106,6 +106,9 @@ class RLConfig:
                        "rollout time, but the model then never samples EOS after its answer and, served "
                        "without that stop string, runs on until its budget")
     generation_batch_size: int = _f(64, "sequences generated at once")
+    compile_decode: bool = _f(False, "hf backend: run each decode step as one torch.compile graph over the static "
+                                     "KV cache (batch and cache length in buckets; compiles once per bucket, minutes "
+                                     "on a small CPU, counted in time_compile_s)")
     updates_per_step: int = _f(1, "optimizer updates per rollout batch (PPO mini-batches)")
     epochs: int = _f(1, "passes over each rollout batch (PPO epochs)")
     epsilon: float = _f(0.2, "PPO clip range (lower side, and upper side unless epsilon_high is set)")

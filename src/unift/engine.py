@@ -107,7 +107,8 @@ class HFEngine:
     every decode step); None or the policy's own dtype generates with the policy itself.
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 32, dtype: torch.dtype | None = None):
+    def __init__(self, model, tokenizer, batch_size: int = 32, dtype: torch.dtype | None = None,
+                 compile: bool = False):
         self.policy = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -120,6 +121,16 @@ class HFEngine:
             self.model = cast_parameters(plain_copy(model), dtype or own).eval().requires_grad_(False)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = end_token_ids(model, tokenizer)
+        self.compiled = None
+        if compile:  # one decode step as a compiled graph (unift.compiled_decode)
+            from unift.compiled_decode import CompiledDecoder
+
+            self.compiled = CompiledDecoder(self.model, cache_keyword(self.model.get_decoder()))
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling decode steps so far (0 without rl.compile_decode)."""
+        return self.compiled.compile_seconds if self.compiled else 0.0
 
     @torch.no_grad()
     def sync_weights(self) -> None:
@@ -173,6 +184,8 @@ class HFEngine:
         for i, p in enumerate(prompts):  # left padding
             input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             attention[i, width - len(p):] = 1
+        if self.compiled:
+            return self._generate_compiled(input_ids, attention, params, generator)
         input_ids, attention = input_ids.to(device), attention.to(device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
 
@@ -192,23 +205,67 @@ class HFEngine:
             # expand the [V, H] weight per row (a 1.5 s copy at batch 32 for a 49k vocabulary).
             logits = final_logit_transform(self.model.config, head(hidden[:, -1].contiguous()).float())  # [B, V]
             tokens, logps = sample_next(logits, params.temperature, params.top_p, generator)
-            for i in range(b):
-                if done[i]:
-                    continue
-                tok = int(tokens[i])
-                out[i].token_ids.append(tok)
-                out[i].logprobs.append(float(logps[i]))
-                if tok in self.eos_ids:
-                    done[i], out[i].finish_reason = True, "eos"
-                elif stop_tail and self._hit_stop(out[i].token_ids, params.stop, stop_tail):
-                    done[i], out[i].finish_reason = True, "stop"
-            if all(done):
+            if self._record(tokens, logps, out, done, params.stop, stop_tail):
                 break
             tokens = torch.where(torch.tensor(done, device=device), torch.full_like(tokens, self.pad_id), tokens)
             step_ids = tokens[:, None]
             step_pos = step_pos[:, -1:] + 1
             step_mask = torch.cat([step_mask, torch.ones((b, 1), dtype=step_mask.dtype, device=device)], dim=1)
         return out
+
+    def _generate_compiled(self, input_ids: torch.Tensor, attention: torch.Tensor, params: SamplingParams,
+                           generator) -> list[Completion]:
+        """As `_generate_batch`, with every decode step one compiled graph of static shapes
+        (unift.compiled_decode): rows padded to a batch bucket, one [B, L] mask updated in place."""
+        from unift.compiled_decode import batch_bucket, length_bucket
+
+        device = next(self.model.parameters()).device
+        b, width = input_ids.shape
+        rows, length = batch_bucket(b, self.batch_size), length_bucket(width + params.max_new_tokens)
+        ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        ids[:b] = input_ids
+        mask = torch.zeros((rows, length), dtype=torch.long)
+        mask[:b, :width] = attention
+        mask[b:, width - 1] = 1  # padding rows see one token (a row that sees none gives NaN in attention)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+        if isinstance(generator, list):  # padding rows draw from generators of their own, never read
+            generator = generator + [torch.Generator().manual_seed(0) for _ in range(rows - b)]
+        cache = self.compiled.cache(rows, length)
+        decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
+        hidden = decoder(input_ids=ids, attention_mask=mask[:, :width], position_ids=positions,  # prefill, eager
+                         cache_position=torch.arange(width, device=device), use_cache=True,
+                         **{cache_keyword(decoder): cache}).last_hidden_state
+        logits = final_logit_transform(self.model.config, head(hidden[:, -1].contiguous()).float())  # [rows, V]
+        out = [Completion(prompt_index=i) for i in range(b)]
+        done = [False] * b
+        stop_tail = max((len(s) for s in params.stop), default=0)
+        step_pos = positions[:, -1:]
+        for t in range(params.max_new_tokens):
+            tokens, logps = sample_next(logits, params.temperature, params.top_p, generator)
+            if self._record(tokens[:b], logps[:b], out, done, params.stop, stop_tail) or t + 1 == params.max_new_tokens:
+                break
+            finished = torch.tensor(done + [True] * (rows - b), device=device)
+            step_ids = torch.where(finished, torch.full_like(tokens, self.pad_id), tokens)[:, None]
+            step_pos = step_pos + 1
+            mask[:, width + t] = 1
+            logits = self.compiled.step(step_ids, mask, step_pos, torch.tensor([width + t], device=device), cache)
+        return out
+
+    def _record(self, tokens: torch.Tensor, logps: torch.Tensor, out: list[Completion], done: list[bool],
+                stops: Sequence[str], stop_tail: int) -> bool:
+        """Append each unfinished row's sampled token and log-prob; mark EOS and stop strings.
+        Returns whether every row has finished."""
+        for i, (tok, logp) in enumerate(zip(tokens.tolist(), logps.tolist())):
+            if done[i]:
+                continue
+            out[i].token_ids.append(tok)
+            out[i].logprobs.append(logp)
+            if tok in self.eos_ids:
+                done[i], out[i].finish_reason = True, "eos"
+            elif stop_tail and self._hit_stop(out[i].token_ids, stops, stop_tail):
+                done[i], out[i].finish_reason = True, "stop"
+        return all(done)
 
     def _hit_stop(self, ids: list[int], stops: Sequence[str], tail_chars: int) -> bool:
         # A stop string spans at most `tail_chars` tokens; decode only that tail.

@@ -117,3 +117,30 @@ def test_a_study_with_a_user_reward_scores_its_evaluations_with_it(tmp_path, cou
     assert main(["compare", str(path)]) == 0
     results = json.loads((tmp_path / "study" / "results.json").read_text())
     assert results["methods"]["rft"]["eval"]["generated"]["mean"] == 1.0  # the user reward, not Countdown's
+
+
+def test_auto_precision_is_saved_resolved_and_a_machine_change_is_refused(tmp_path, monkeypatch):
+    import pytest
+
+    import unift.study.runner as runner
+    from unift.config import Config, to_dict
+    from unift.errors import UserError
+
+    assert runner.resolve_precision("fp32", "cpu") == "fp32" and runner.resolve_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(runner, "autocast_dtype", lambda precision, device: None)  # a CPU without native bf16
+    assert runner.resolve_precision("auto", "cpu") == "fp32"
+    saved = tmp_path / "run" / "config.yaml"
+    saved.parent.mkdir()
+    cfg = Config()
+    cfg.train.precision = "fp32"
+    for was, refused in (("bf16", True), ("auto", False), ("fp32", False)):  # auto: saved by an older unift
+        old = to_dict(Config())
+        old["train"]["precision"] = was
+        saved.write_text(yaml.safe_dump(old))
+        if refused:
+            with pytest.raises(UserError, match="trained with train.precision=bf16 and this machine resolves "
+                                                "auto to fp32") as e:
+                runner.check_same_config(cfg, saved)
+            assert len(str(e.value).splitlines()) == 1
+        else:
+            runner.check_same_config(cfg, saved)

@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from unift.config import OFFLINE_METHODS, Config, to_dict
 from unift.data.loading import load_examples
+from unift.device import autocast_dtype, pick_device
 from unift.errors import UserError
 from unift.evaluate import evaluate_model, write_report
 from unift.files import create_dir, sha256, write_atomic
@@ -47,6 +49,9 @@ IGNORED_KEYS = ("resume", "output_dir", "checkpoint.every", "checkpoint.keep_las
 
 def run_study(path: str, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
     study = read_study(path, overrides)
+    for m in study.methods.values():  # what `auto` means here is saved with each run (see resolve_precision)
+        for cfg in m.configs.values():
+            cfg.train.precision = resolve_precision(cfg.train.precision, cfg.train.device)
     check_output_dir(study, resume)
     eval_data = {name: load_eval_set(name, s) for name, s in _all_sets(study).items()}
     create_dir(study.out)
@@ -74,6 +79,16 @@ def check_output_dir(study: Study, resume: bool) -> None:
         check_same_config(cfg, Path(cfg.output_dir) / "config.yaml", compare_model=False)
 
 
+def resolve_precision(precision: str, device: str) -> str:
+    """train.precision=auto as this machine resolves it: bf16 on a GPU or a CPU with native bf16
+    (AVX512-BF16, AMX), fp32 elsewhere. A study resumed on another kind of machine would otherwise
+    mix bf16 and fp32 runs under one unchanged config; with the resolved value saved, resuming there
+    is a config difference (a one-line error) instead."""
+    if precision != "auto":
+        return precision
+    return "bf16" if autocast_dtype("auto", pick_device(device)) == torch.bfloat16 else "fp32"
+
+
 def check_same_config(cfg: Config, saved: Path, compare_model: bool = True) -> None:
     try:
         old = yaml.safe_load(saved.read_text()) or {}
@@ -84,6 +99,12 @@ def check_same_config(cfg: Config, saved: Path, compare_model: bool = True) -> N
     for key, (was, now) in _differences(old, to_dict(cfg)).items():
         if was is None and key in defaults and defaults[key] == now:
             continue  # a key an older unift did not have, left at its default: the same run
+        if key == "train.precision" and was == "auto":
+            continue  # saved by an older unift, before precision was resolved per machine
+        if key == "train.precision":
+            raise UserError(f"{saved.parent} was trained with train.precision={was} and this machine resolves "
+                            f"auto to {now} (native bf16: {now == 'bf16'}): resume on the kind of machine it "
+                            f"started on, or set base.train.precision and use another output_dir")
         if key not in ignored:
             raise UserError(f"{saved.parent} was made by another config ({key}: {was!r} there, {now!r} now): "
                             f"restore the study config, or use another output_dir")
@@ -181,18 +202,21 @@ class StudyRunner:
         s = _all_sets(self.study)[set_name]
         out = self.study.out / "eval" / set_name / label / f"seed{seed}"
         reward = self.study.cfg.base.get("reward") or {}
+        base = self.study.cfg.base
+        precision = resolve_precision((base.get("train") or {}).get("precision", "auto"),
+                                      (base.get("train") or {}).get("device", "auto"))
         key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model),
+               "precision": precision,
                **({"reward": reward} if reward.get("funcs") else {})}
         if (out / "results.json").exists() and (out / "records.jsonl").exists():
             done = json.loads((out / "results.json").read_text())
             if done.get("study_key") == key:
                 return done
         started = time.perf_counter()
-        base = self.study.cfg.base
         r = evaluate_model(model, self.eval_data[set_name], protocol=self.study.protocol,
                            max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
                            template=(base.get("data") or {}).get("template", "auto"),
-                           precision=(base.get("train") or {}).get("precision", "auto"), scorer=self.scorer)
+                           precision=precision, scorer=self.scorer)
         r["study_key"], r["eval_seconds"] = key, time.perf_counter() - started
         write_report(r, out, title=f"{label} seed {seed} on {set_name}")
         return {k: v for k, v in r.items() if k != "records"}

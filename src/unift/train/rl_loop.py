@@ -58,6 +58,7 @@ from typing import Any
 
 import torch
 
+from unift.compiled_decode import check_compile_supported
 from unift.config import Config
 from unift.data.loading import load_examples, row_name
 from unift.data.render import HINT, Rendered, end_of_response, render_prompt
@@ -146,8 +147,10 @@ def rl_step(ctx: RLRun, step: int, ids: list[int]) -> dict[str, Any]:
     prompts = [render_prompt(ex, ctx.tokenizer, cfg.data.template, hint=h, finished=f) if h else ctx.prompts[i]
                for i, ex, h, f in zip(ids, examples, hints.texts, hints.finished)]
     # ---- 2. generate: n completions per prompt of this rank's groups, with the current weights (no grad)
+    compiled = getattr(ctx.engine, "compile_seconds", 0.0)
     completions = generate(ctx, step, prompts, hints)
     t1 = time.perf_counter()
+    compiled = getattr(ctx.engine, "compile_seconds", 0.0) - compiled  # part of the rollout time
     kill_point("rollout", step + 1)  # test hook (unift.train.faults); a no-op otherwise
     # ---- 3. score hint + completion, gathered in the step's global order [P * n]
     scores = score(ctx, examples, hints, completions, step + 1)
@@ -168,6 +171,7 @@ def rl_step(ctx: RLRun, step: int, ids: list[int]) -> dict[str, Any]:
             **ctx.hints.metrics(step, hints, [p.roles.count(HINT) for p in prompts]),
             **completion_metrics(scores), **stats, "lr": ctx.scheduler.get_last_lr()[0],
             "time_rollout_s": t1 - t0, "time_scoring_s": t2 - t1, "time_update_s": t3 - t2,
+            **({"time_compile_s": compiled} if cfg.rl.compile_decode else {}),
             "generated_tokens_per_s": float(scores.lengths.sum()) / max(t1 - t0, 1e-9), "step_time_s": t3 - t0,
             "example_ids": ids,  # the prompts of this step (resume checks)
             **({"completions": shown} if shown else {})}  # to completions.jsonl (unift.train.metrics)
@@ -249,6 +253,8 @@ def set_up(cfg: Config, reward_funcs: list[Any] | None = None) -> tuple[RLRun, P
     hints = HintSchedule.from_config(cfg, stops)
     scorer = Scorer.from_config(cfg, reward_funcs)  # user reward code is imported and checked before the model loads
     examples = load_rl_data(cfg, hints, scorer)
+    if r.compile_decode and r.rollout_backend == "hf":
+        check_compile_supported(cfg.train.device)
     output_dir, device, model, tokenizer, amp = load_policy(cfg)
     # the token a finished hint ends with is the one served clients must stop on (generation_config.json)
     add_end_tokens(model, end_of_response(examples[0], tokenizer, cfg.data.template)[:1])
@@ -302,4 +308,4 @@ def build_engine(cfg: Config, model, tokenizer, amp, output_dir: Path):
         longest = cfg.data.max_prompt_tokens + cfg.data.max_response_tokens + r.max_new_tokens
         return VLLMEngine(model, tokenizer, seed=cfg.seed, max_model_len=longest,
                           kv_cache_gb=r.vllm_kv_cache_gb, workdir=output_dir)
-    return HFEngine(model, tokenizer, batch_size=r.generation_batch_size, dtype=amp)
+    return HFEngine(model, tokenizer, batch_size=r.generation_batch_size, dtype=amp, compile=r.compile_decode)
