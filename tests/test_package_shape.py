@@ -95,7 +95,7 @@ LAYERS = [
     ["unift", "unift.errors", "unift.deadline", "unift.choices", "unift.files", "unift.weights", "unift.device", "unift.disk",
      "unift.losses", "unift.logprobs", "unift.config_parse"],
     ["unift.config", "unift.tasks", "unift.data", "unift.protocol"],
-    ["unift.models", "unift.lora", "unift.engine", "unift.vllm_engine", "unift.rewards", "unift.user_rewards", "unift.scoring",
+    ["unift.models", "unift.lora", "unift.compiled_decode", "unift.engine", "unift.vllm_engine", "unift.rewards", "unift.user_rewards", "unift.scoring",
      "unift.rl"],
     ["unift.train", "unift.evaluate", "unift.sample", "unift.token_probs"],
     ["unift.api", "unift.study", "unift.demo", "unift.experiments", "unift.cli", "unift.cli_sample", "unift.__main__"],

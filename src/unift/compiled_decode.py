@@ -23,6 +23,7 @@ import shutil
 import time
 
 import torch
+from torch.utils._triton import has_triton
 from transformers import StaticCache
 
 from unift.errors import UserError
@@ -42,12 +43,9 @@ def check_compile_supported(device: str) -> None:
         if shutil.which(cxx) is None and shutil.which("c++") is None:
             raise UserError(f"rl.compile_decode=true on the CPU needs a C++ compiler ({cxx} not found): install "
                             f"one or set rl.compile_decode=false")
-    else:
-        from torch.utils._triton import has_triton
-
-        if not has_triton():
-            raise UserError("rl.compile_decode=true on the GPU needs Triton (not importable): install it or set "
-                            "rl.compile_decode=false")
+    elif not has_triton():
+        raise UserError("rl.compile_decode=true on the GPU needs Triton (not importable): install it or set "
+                        "rl.compile_decode=false")
 
 
 def length_bucket(tokens: int) -> int:

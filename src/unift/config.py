@@ -80,9 +80,8 @@ class TrainConfig:
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
     max_bad_steps: int = _f(3, "a step with a non-finite loss or gradient skips its update; after this many "
                                "in a row the run stops (the last checkpoint is kept)")
-    logprob_chunk: int = _f(1024, "scored positions per pass through the LM head; each chunk's logits are "
-                                  "recomputed in the backward, so peak memory grows with this, not with "
-                                  "batch x length x vocabulary (values do not depend on it)")
+    logprob_chunk: int = _f(1024, "scored positions per pass through the LM head, recomputed in the backward: "
+                                  "peak memory grows with this, not with batch x length x vocabulary")
 
 
 @dataclass
@@ -106,9 +105,8 @@ class RLConfig:
                        "rollout time, but the model then never samples EOS after its answer and, served "
                        "without that stop string, runs on until its budget")
     generation_batch_size: int = _f(64, "sequences generated at once")
-    compile_decode: bool = _f(False, "hf backend: run each decode step as one torch.compile graph over the static "
-                                     "KV cache (batch and cache length in buckets; compiles once per bucket, minutes "
-                                     "on a small CPU, counted in time_compile_s)")
+    compile_decode: bool = _f(False, "hf backend: each decode step one torch.compile graph, compiled once per "
+                                     "batch/length bucket (minutes on a small CPU; time_compile_s)")
     updates_per_step: int = _f(1, "optimizer updates per rollout batch (PPO mini-batches)")
     epochs: int = _f(1, "passes over each rollout batch (PPO epochs)")
     epsilon: float = _f(0.2, "PPO clip range (lower side, and upper side unless epsilon_high is set)")
@@ -286,8 +284,7 @@ def _run_checks(cfg: Config) -> list[tuple[bool, str]]:
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {t.max_bad_steps}"),
-        (t.logprob_chunk >= 1, f"train.logprob_chunk must be at least 1 (positions per pass through the LM head), "
-                               f"got {t.logprob_chunk}"),
+        (t.logprob_chunk >= 1, f"train.logprob_chunk must be at least 1 (positions per pass), got {t.logprob_chunk}"),
         (d.max_prompt_tokens > 0, "data.max_prompt_tokens must be positive"),
         (d.max_response_tokens > 0, "data.max_response_tokens must be positive"),
         (d.limit >= 0, "data.limit must be >= 0"),

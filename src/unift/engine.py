@@ -10,7 +10,8 @@ filtering, as TRL/verl compute them) and a finish reason: "stop" (a stop string 
 
 The built-in engine left-pads a batch, runs one forward over the prompts, then one token per
 step with a static (pre-allocated) KV cache, and drops out of the loop as soon as every row has
-finished. Like a vLLM engine it can generate with its own copy of the policy in a lower
+finished (with `compile=True`, `rl.compile_decode`, each decode step is one compiled graph:
+`unift.compiled_decode`). Like a vLLM engine it can generate with its own copy of the policy in a lower
 precision (`dtype=torch.bfloat16` while the trainer keeps fp32 master weights); the trainer
 pushes new weights into it with `sync_weights()` after each optimizer step, in memory. The
 sampler's log-probs then differ slightly from the trainer's (see `unift.rl.policy_loss`,
@@ -27,6 +28,7 @@ from typing import Protocol
 import torch
 from transformers import StaticCache
 
+from unift.compiled_decode import CompiledDecoder, batch_bucket, length_bucket
 from unift.logprobs import final_logit_transform
 from unift.weights import is_sharded, named_weights, plain_copy
 
@@ -123,8 +125,6 @@ class HFEngine:
         self.eos_ids = end_token_ids(model, tokenizer)
         self.compiled = None
         if compile:  # one decode step as a compiled graph (unift.compiled_decode)
-            from unift.compiled_decode import CompiledDecoder
-
             self.compiled = CompiledDecoder(self.model, cache_keyword(self.model.get_decoder()))
 
     @property
@@ -217,8 +217,6 @@ class HFEngine:
                            generator) -> list[Completion]:
         """As `_generate_batch`, with every decode step one compiled graph of static shapes
         (unift.compiled_decode): rows padded to a batch bucket, one [B, L] mask updated in place."""
-        from unift.compiled_decode import batch_bucket, length_bucket
-
         device = next(self.model.parameters()).device
         b, width = input_ids.shape
         rows, length = batch_bucket(b, self.batch_size), length_bucket(width + params.max_new_tokens)
