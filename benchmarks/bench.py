@@ -50,8 +50,9 @@ WORKLOADS = {
     "rollout": ["rollout:unift-16", "rollout:hf-bf16-16", "rollout:hf-fp32-16", "rollout:vllm-16",
                 "rollout:unift-64", "rollout:hf-bf16-64", "rollout:vllm-64"],
     "peak": ["peak:matmul"],
-    "memory": [f"mem:{peer}-{kind}-{model}" for model in ("smol", "qwenv") for kind in ("rl", "sft")
-               for peer in ("unift", "unift_onechunk", "trl")],
+    **{group: [f"mem:{peer}-{kind}-{model}" for model in models for kind in ("rl", "sft")
+               for peer in ("unift", "unift_onechunk", "trl")]
+       for group, models in (("memory", ("smol", "qwenv")), ("memory_smol", ("smol",)), ("memory_qwenv", ("qwenv",)))},
     "vllm": ["rollout:vllm-16", "rollout:vllm_cold-16", "rollout:unift_vllm-16", "rollout:vllm-64",
              "rollout:vllm_cold-64", "rollout:unift_vllm-64",
              "rl:unift-grpo", "rl:unift-grpo_vllm", "rl:unift-uft_vllm", "rl:trl-grpo"],
@@ -454,7 +455,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + text)
     import torch
 
+    from unift.device import cpu_has_fast_bf16
+
     meta = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "native_bf16": cpu_has_fast_bf16(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "steps": args.steps}
     try:
         import transformers

@@ -187,9 +187,10 @@ def sft_trl(model: str, steps: int, tmp: Path) -> dict:
 
 
 def run(system: str, steps: int, tmp: Path) -> dict:
-    """system = PEER-KIND-MODEL, e.g. unift-rl-qwenv, unift_onechunk-sft-smol, trl-rl-smol."""
+    """system = PEER-KIND-MODEL, e.g. unift-rl-qwenv, unift_onechunk-sft-smol, unift_chunk128-rl-qwenv, trl-rl-smol."""
     peer, kind, model = system.split("-")
-    chunk = 10 ** 9 if peer == "unift_onechunk" else None
+    chunk = 10 ** 9 if peer == "unift_onechunk" else int(peer[len("unift_chunk"):]) if peer.startswith("unift_chunk") \
+        else None  # unift_chunkN: train.logprob_chunk=N
     if peer == "trl":
         out = rl_trl(model, steps, tmp) if kind == "rl" else sft_trl(model, steps, tmp)
     else:

@@ -58,3 +58,23 @@ def test_vllm_rows_and_absent_workloads():
     assert "GRPO (vLLM backend) vs TRL GRPOTrainer (s/step) | 10.0 s | 50.0 s | 5.00x faster" in text
     assert "SFT step" not in text            # not run: no row of dashes
     assert "rollout batch 16, vs vllm" not in text
+
+
+def test_memory_table_ratios_and_a_peer_that_ran_out_of_memory():
+    spec = importlib.util.spec_from_file_location("memory", Path(__file__).resolve().parents[1] / "benchmarks" / "memory.py")
+    memory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(memory)
+    results = {
+        "mem:unift-rl-qwenv": {"peak_rss_mb": 1024.0, "step_s": 10.0},
+        "mem:unift_onechunk-rl-qwenv": {"peak_rss_mb": 4096.0, "step_s": 9.0},
+        "mem:trl-rl-qwenv": {"peak_rss_mb": 4096.0, "step_s": 12.0},
+        "mem:unift-sft-qwenv": {"peak_rss_mb": 2048.0, "step_s": 5.0},
+        "mem:trl-sft-qwenv": {"error": "RuntimeError: out of memory"},
+    }
+    text = "\n".join(memory.report_lines(results))
+    assert "| RL update, random, 151,936-token vocabulary | 1.00 GB, 10.0 s | 4.00 GB, 9.0 s | 4.00 GB, 12.0 s | " \
+           "4.0x less memory, 1.20x the speed |" in text
+    assert "| SFT step, random, 151,936-token vocabulary | 2.00 GB, 5.0 s | - | failed: RuntimeError: out of memory | - |" \
+           in text
+    assert "embedded" not in text  # not measured: no row
+    assert memory.report_lines({}) == []
