@@ -70,6 +70,17 @@ def _timed_steps(step, steps: int) -> list[float]:
     return times
 
 
+def peer_model(model: str, tmp: Path):
+    """(model, tokenizer) as a peer loads them: the embedded model, or the random model's directory
+    with the embedded tokenizer."""
+    from transformers import AutoModelForCausalLM
+
+    from unift.models import load_model
+
+    path = model_path(model, tmp)
+    return load_model(path) if model == "smol" else (AutoModelForCausalLM.from_pretrained(path), load_model("tiny")[1])
+
+
 # ----------------------------------------------------------------------------- RL update
 
 def rl_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
@@ -92,21 +103,17 @@ def rl_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
                      advantage=1.0 if i % 2 else -1.0, truncated=False) for i, (p, r) in enumerate(token_rows(SEQS))]
     times = _timed_steps(lambda: update(policy, None, optimizer, scheduler, seqs, cfg, tokenizer.pad_token_id,
                                         device, amp), steps)
-    return {"step_s": times, "logprob_chunk": cfg.train.logprob_chunk if chunk is None else chunk}
+    return {"step_s": times, "logprob_chunk": cfg.train.logprob_chunk}
 
 
 def rl_trl(model: str, steps: int, tmp: Path) -> dict:
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from unift import rewards
-    from unift.models import load_model
 
-    path = model_path(model, tmp)
-    policy, tokenizer = load_model(path) if model == "smol" else (AutoModelForCausalLM.from_pretrained(path),
-                                                                   load_model("tiny")[1])
+    policy, tokenizer = peer_model(model, tmp)
     args = GRPOConfig(output_dir=str(tmp / "trl"), use_cpu=True, bf16=precision() == "bf16", per_device_train_batch_size=SEQS,
                       num_generations=SEQS, max_completion_length=RESPONSE_TOKENS, beta=0.0, max_steps=steps,
                       learning_rate=1e-6, report_to=[], save_strategy="no", gradient_accumulation_steps=1, seed=0)
@@ -165,14 +172,10 @@ def sft_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
 
 def sft_trl(model: str, steps: int, tmp: Path) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from unift.models import load_model
 
-    path = model_path(model, tmp)
-    policy, tokenizer = load_model(path) if model == "smol" else (AutoModelForCausalLM.from_pretrained(path),
-                                                                   load_model("tiny")[1])
+    policy, tokenizer = peer_model(model, tmp)
     from bench import _StepTimer  # the per-step timer the other TRL workloads use
 
     timer = _StepTimer()

@@ -67,7 +67,7 @@ class CompiledDecoder:
         self.compile_seconds = 0.0
         self.compiled_buckets: set[tuple[int, int]] = set()
         mode = "reduce-overhead" if next(model.parameters()).is_cuda else None  # CUDA graphs on GPU
-        self._step = torch.compile(self._eager_step, dynamic=False, mode=mode)
+        self._step = torch.compile(self.forward, dynamic=False, mode=mode)
 
     def cache(self, batch: int, length: int) -> StaticCache:
         """The bucket's KV cache, reset; the least recently used beyond `keep` are dropped."""
@@ -92,9 +92,11 @@ class CompiledDecoder:
         self.compiled_buckets.add(key)
         return logits
 
-    def _eager_step(self, ids, mask, positions, cache_position, cache) -> torch.Tensor:
+    def forward(self, ids, mask, positions, cache_position, cache) -> torch.Tensor:
+        """Eager: ids [B, T] (T = the prompt width in prefill, 1 in a decode step) -> last logits [B, V]."""
         hidden = self.model.get_decoder()(input_ids=ids, attention_mask=mask, position_ids=positions,
                                           cache_position=cache_position, use_cache=True,
-                                          **{self.cache_keyword: cache}).last_hidden_state   # [B, 1, H]
+                                          **{self.cache_keyword: cache}).last_hidden_state   # [B, T, H]
         head = self.model.get_output_embeddings()
-        return final_logit_transform(self.model.config, head(hidden[:, -1]).float())           # [B, V]
+        # contiguous: a strided [B, H] slice makes matmul expand the [V, H] head weight per row
+        return final_logit_transform(self.model.config, head(hidden[:, -1].contiguous()).float())  # [B, V]

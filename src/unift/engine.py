@@ -230,11 +230,8 @@ class HFEngine:
         if isinstance(generator, list):  # padding rows draw from generators of their own, never read
             generator = generator + [torch.Generator().manual_seed(0) for _ in range(rows - b)]
         cache = self.compiled.cache(rows, length)
-        decoder, head = self.model.get_decoder(), self.model.get_output_embeddings()
-        hidden = decoder(input_ids=ids, attention_mask=mask[:, :width], position_ids=positions,  # prefill, eager
-                         cache_position=torch.arange(width, device=device), use_cache=True,
-                         **{cache_keyword(decoder): cache}).last_hidden_state
-        logits = final_logit_transform(self.model.config, head(hidden[:, -1].contiguous()).float())  # [rows, V]
+        logits = self.compiled.forward(ids, mask[:, :width], positions, torch.arange(width, device=device),
+                                       cache)  # prefill, eager: [rows, V]
         out = [Completion(prompt_index=i) for i in range(b)]
         done = [False] * b
         stop_tail = max((len(s) for s in params.stop), default=0)
