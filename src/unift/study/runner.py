@@ -150,6 +150,8 @@ class StudyRunner:
         # base.reward.funcs score the evaluation sets too (user reward code); else each row's task
         first = next((cfg for m in study.methods.values() for cfg in m.configs.values()), None)
         self.scorer = Scorer.from_config(first) if first is not None and first.reward.funcs else None
+        train = study.cfg.base.get("train") or {}  # the evaluations' precision, resolved once
+        self.precision = resolve_precision(train.get("precision", "auto"), train.get("device", "auto"))
 
     def run_method(self, m: Method, seed: int) -> None:
         start = self.model_of[(m.init, seed)] if m.init else str(self.study.cfg.base.get("model") or "smollm2-135m")
@@ -202,9 +204,7 @@ class StudyRunner:
         s = _all_sets(self.study)[set_name]
         out = self.study.out / "eval" / set_name / label / f"seed{seed}"
         reward = self.study.cfg.base.get("reward") or {}
-        base = self.study.cfg.base
-        precision = resolve_precision((base.get("train") or {}).get("precision", "auto"),
-                                      (base.get("train") or {}).get("device", "auto"))
+        base, precision = self.study.cfg.base, self.precision
         key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model),
                "precision": precision,
                **({"reward": reward} if reward.get("funcs") else {})}
