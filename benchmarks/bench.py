@@ -50,8 +50,9 @@ WORKLOADS = {
     "rollout": ["rollout:unift-16", "rollout:hf-bf16-16", "rollout:hf-fp32-16", "rollout:vllm-16",
                 "rollout:unift-64", "rollout:hf-bf16-64", "rollout:vllm-64"],
     "peak": ["peak:matmul"],
-    **{group: [f"mem:{peer}-{kind}-{model}" for model in models for kind in ("rl", "sft")
-               for peer in ("unift", "unift_onechunk", "trl")]
+    **{group: [f"mem:floor-rl-{model}" for model in models]
+       + [f"mem:{peer}-{kind}-{model}" for model in models for kind in ("rl", "sft")
+          for peer in ("unift", "unift_onechunk", "unift_gc", "trl")]
        for group, models in (("memory", ("smol", "qwenv")), ("memory_smol", ("smol",)), ("memory_qwenv", ("qwenv",)))},
     "vllm": ["rollout:vllm-16", "rollout:vllm_cold-16", "rollout:unift_vllm-16", "rollout:vllm-64",
              "rollout:vllm_cold-64", "rollout:unift_vllm-64",

@@ -9,9 +9,12 @@ without native bf16, for every system alike), on two models:
            4 layers, tied embeddings; about 42M parameters, 39M of them the embedding), fed
            token ids of the embedded tokenizer: the logits are 151,936 wide all the same
 
-Systems: unift (log-probs through the LM head in chunks of train.logprob_chunk positions, each
-recomputed in the backward), unift with one chunk of every position (`unift_onechunk`, what
-the chunking saves), and TRL (GRPOTrainer._compute_loss on the same tensors, no generation;
+Systems: unift (log-probs through the LM head in chunks of train.logprob_chunk_mb MB of logits,
+each recomputed in the backward; `unift_mbX` sets X MB), unift with one chunk of every position
+(`unift_onechunk`, what the chunking saves), unift with train.gradient_checkpointing (`unift_gc`,
+each decoder layer recomputed in the backward, as TRL 1.16 does by default), `floor` (the same model and AdamW, the decoder's
+forward and backward and the optimizer step, no LM head at all: the memory no loss computation
+can go below), and TRL (GRPOTrainer._compute_loss on the same tensors, no generation;
 SFTTrainer.train). A run that dies of memory is a result: the parent records its error.
 Peak RSS is the whole process's (VmHWM), loading included, the same way for every system.
 """
@@ -83,11 +86,12 @@ def peer_model(model: str, tmp: Path):
 
 # ----------------------------------------------------------------------------- RL update
 
-def rl_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
+def rl_unift(model: str, steps: int, tmp: Path, chunk: float | None, extra: list[str]) -> dict:
     import torch
 
     from unift.config import load_config
     from unift.data.render import GENERATED, PROMPT, Rendered
+    from unift.logprobs import model_chunk
     from unift.rl.rollout import Sequence
     from unift.train.rl_update import update
     from unift.train.setup import build_optimizer, load_policy
@@ -95,7 +99,7 @@ def rl_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
     overrides = [f"model={model_path(model, tmp)}", "method=rft", f"output_dir={tmp / 'run'}", "data.train=unused",
                  f"train.micro_batch_size={MICRO}", "rl.prompts_per_step=1", f"rl.num_generations={SEQS}",
                  "rl.kl_coef=0", "rl.entropy_coef=0", "train.lr=1e-6", f"train.precision={precision()}"]
-    cfg = load_config(None, overrides + ([f"train.logprob_chunk={chunk}"] if chunk else []))
+    cfg = load_config(None, overrides + extra + ([f"train.logprob_chunk_mb={chunk}"] if chunk else []))
     _, device, policy, tokenizer, amp = load_policy(cfg)
     optimizer = build_optimizer(policy, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
@@ -103,7 +107,30 @@ def rl_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
                      advantage=1.0 if i % 2 else -1.0, truncated=False) for i, (p, r) in enumerate(token_rows(SEQS))]
     times = _timed_steps(lambda: update(policy, None, optimizer, scheduler, seqs, cfg, tokenizer.pad_token_id,
                                         device, amp), steps)
-    return {"step_s": times, "logprob_chunk": cfg.train.logprob_chunk}
+    return {"step_s": times, "logprob_chunk_mb": cfg.train.logprob_chunk_mb,
+            "logprob_chunk_positions": model_chunk(policy, cfg.train.logprob_chunk_mb)}
+
+
+def floor(model: str, steps: int, tmp: Path) -> dict:
+    """The model, its gradients and AdamW's state, with the decoder's forward and backward on the
+    same micro-batches and no LM head: what every system here needs before any logits."""
+    import torch
+
+    policy, _ = peer_model(model, tmp)
+    policy.train()
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-6, fused=False)
+    ids = torch.tensor([p + r for p, r in token_rows(SEQS)])
+    decoder = policy.get_decoder()
+
+    def step():
+        for start in range(0, SEQS, MICRO):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision() == "bf16"):
+                hidden = decoder(input_ids=ids[start:start + MICRO]).last_hidden_state
+            hidden.float().square().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return {"step_s": _timed_steps(step, steps)}
 
 
 def rl_trl(model: str, steps: int, tmp: Path) -> dict:
@@ -139,7 +166,8 @@ def rl_trl(model: str, steps: int, tmp: Path) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return {"step_s": _timed_steps(step, steps), "loss_type": args.loss_type}
+    return {"step_s": _timed_steps(step, steps), "loss_type": args.loss_type,
+            "gradient_checkpointing": args.gradient_checkpointing}
 
 
 # ----------------------------------------------------------------------------- SFT step
@@ -149,7 +177,7 @@ def _sft_rows(tokenizer) -> list[dict]:
     return [{"prompt": tokenizer.decode(p), "completion": tokenizer.decode(r)} for p, r in token_rows(SEQS * 3)]
 
 
-def sft_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
+def sft_unift(model: str, steps: int, tmp: Path, chunk: float | None, extra: list[str]) -> dict:
     from unift.config import load_config
     from unift.models import load_model
     from unift.train.loop import train
@@ -161,8 +189,8 @@ def sft_unift(model: str, steps: int, tmp: Path, chunk: int | None) -> dict:
                              f"data.train={data}", f"train.steps={steps}", f"train.batch_size={SEQS}",
                              f"train.micro_batch_size={MICRO}", "train.lr=1e-5", "data.template=plain", f"train.precision={precision()}",
                              f"data.max_response_tokens={RESPONSE_TOKENS}", "log.progress=false",
-                             "log.tensorboard=false", "checkpoint.every=0"]
-                      + ([f"train.logprob_chunk={chunk}"] if chunk else []))
+                             "log.tensorboard=false", "checkpoint.every=0", *extra]
+                      + ([f"train.logprob_chunk_mb={chunk}"] if chunk else []))
     train(cfg)
     rows = [json.loads(x) for x in (tmp / "run" / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if "step_time_s" in r]
@@ -186,18 +214,21 @@ def sft_trl(model: str, steps: int, tmp: Path) -> dict:
     trainer = SFTTrainer(model=policy, processing_class=tokenizer, args=args,
                          train_dataset=Dataset.from_list(_sft_rows(tokenizer)), callbacks=[timer])
     trainer.train()
-    return {"step_s": timer.times}
+    return {"step_s": timer.times, "gradient_checkpointing": args.gradient_checkpointing}
 
 
 def run(system: str, steps: int, tmp: Path) -> dict:
-    """system = PEER-KIND-MODEL, e.g. unift-rl-qwenv, unift_onechunk-sft-smol, unift_chunk128-rl-qwenv, trl-rl-smol."""
+    """system = PEER-KIND-MODEL, e.g. unift-rl-qwenv, unift_onechunk-sft-smol, unift_mb16-rl-qwenv, floor-rl-qwenv, trl-rl-smol."""
     peer, kind, model = system.split("-")
-    chunk = 10 ** 9 if peer == "unift_onechunk" else int(peer[len("unift_chunk"):]) if peer.startswith("unift_chunk") \
-        else None  # unift_chunkN: train.logprob_chunk=N
-    if peer == "trl":
+    chunk = 10 ** 9 if peer == "unift_onechunk" else float(peer[len("unift_mb"):]) if peer.startswith("unift_mb") \
+        else None  # unift_mbX: train.logprob_chunk_mb=X
+    if peer == "floor":
+        out = floor(model, steps, tmp)
+    elif peer == "trl":
         out = rl_trl(model, steps, tmp) if kind == "rl" else sft_trl(model, steps, tmp)
     else:
-        out = rl_unift(model, steps, tmp, chunk) if kind == "rl" else sft_unift(model, steps, tmp, chunk)
+        extra = ["train.gradient_checkpointing=true"] if peer == "unift_gc" else []
+        out = (rl_unift if kind == "rl" else sft_unift)(model, steps, tmp, chunk, extra)
     times = out.pop("step_s")
     return {"step_s": statistics.median(times[1:] or times), "step_times_s": times,  # the first is a warm-up
             "sequences": SEQS, "micro_batch": MICRO, "precision": precision(), "prompt_tokens": PROMPT_TOKENS, "response_tokens": RESPONSE_TOKENS,
@@ -205,29 +236,38 @@ def run(system: str, steps: int, tmp: Path) -> dict:
 
 
 def report_lines(results: dict[str, dict]) -> list[str]:
-    """The memory table of the bench report (rows only for what this run measured)."""
+    """The memory table of the bench report (rows only for what this run measured). "Above the
+    floor" is each system's peak less the floor's (model, gradients, AdamW state, decoder)."""
     names = {"smol": "embedded SmolLM2-135M", "qwenv": "random, 151,936-token vocabulary"}
+    gb = lambda r: r["peak_rss_mb"] / 1024  # noqa: E731
     lines = []
     for model in names:
+        base = results.get(f"mem:floor-rl-{model}", {})
         for kind in ("rl", "sft"):
             cells = {}
-            for peer in ("unift", "unift_onechunk", "trl"):
+            for peer in ("unift", "unift_onechunk", "unift_gc", "trl"):
                 r = results.get(f"mem:{peer}-{kind}-{model}")
                 if r is None:
                     continue
-                cells[peer] = ("failed: " + r["error"][:80] if "error" in r else
-                               f"{r['peak_rss_mb'] / 1024:.2f} GB, {r['step_s']:.1f} s")
+                cells[peer] = ("failed: " + r["error"][:80] if "error" in r else f"{gb(r):.2f} GB, {r['step_s']:.1f} s")
             if not cells:
                 continue
             ours, trl = results.get(f"mem:unift-{kind}-{model}", {}), results.get(f"mem:trl-{kind}-{model}", {})
-            ratio = (f"{trl['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less memory, "
-                     f"{trl['step_s'] / ours['step_s']:.2f}x the speed"
-                     if "peak_rss_mb" in ours and "step_s" in trl and "step_s" in ours else "-")
+            ratio = "-"
+            if "peak_rss_mb" in ours and "peak_rss_mb" in trl and "step_s" in trl:
+                ratio = f"{gb(trl) / gb(ours):.1f}x less memory, {trl['step_s'] / ours['step_s']:.2f}x the speed"
+                if "peak_rss_mb" in base and gb(ours) > gb(base):
+                    ratio += f"; above the floor {(gb(trl) - gb(base)) / (gb(ours) - gb(base)):.1f}x less"
             label = "RL update" if kind == "rl" else "SFT step"
+            floor_cell = f"{gb(base):.2f} GB" if "peak_rss_mb" in base else "-"
             lines.append(f"| {label}, {names[model]} | {cells.get('unift', '-')} | {cells.get('unift_onechunk', '-')} "
-                         f"| {cells.get('trl', '-')} | {ratio} |")
+                         f"| {cells.get('unift_gc', '-')} "
+                         f"| {cells.get('trl', '-')} | {floor_cell} | {ratio} |")
     if not lines:
         return []
     return ["", f"Memory: {SEQS} sequences of {PROMPT_TOKENS} + {RESPONSE_TOKENS} tokens, micro-batch {MICRO}, "
-                f"{precision()}; peak RSS of the whole process and median seconds per step",
-            "", "| workload | unift | unift, one chunk | TRL | unift vs TRL |", "|---|---|---|---|---|", *lines]
+                f"{precision()}; peak RSS of the whole process and median seconds per step; the floor is the "
+                "model, its gradients, AdamW's state and the decoder's forward and backward, with no LM head",
+            "", "| workload | unift | unift, one chunk | unift, layers recomputed | TRL (layers recomputed) | floor "
+                "| unift vs TRL |", "|---|---|---|---|---|---|---|",
+            *lines]

@@ -65,6 +65,7 @@ def test_memory_table_ratios_and_a_peer_that_ran_out_of_memory():
     memory = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(memory)
     results = {
+        "mem:floor-rl-qwenv": {"peak_rss_mb": 512.0, "step_s": 1.0},
         "mem:unift-rl-qwenv": {"peak_rss_mb": 1024.0, "step_s": 10.0},
         "mem:unift_onechunk-rl-qwenv": {"peak_rss_mb": 4096.0, "step_s": 9.0},
         "mem:trl-rl-qwenv": {"peak_rss_mb": 4096.0, "step_s": 12.0},
@@ -72,9 +73,9 @@ def test_memory_table_ratios_and_a_peer_that_ran_out_of_memory():
         "mem:trl-sft-qwenv": {"error": "RuntimeError: out of memory"},
     }
     text = "\n".join(memory.report_lines(results))
-    assert "| RL update, random, 151,936-token vocabulary | 1.00 GB, 10.0 s | 4.00 GB, 9.0 s | 4.00 GB, 12.0 s | " \
-           "4.0x less memory, 1.20x the speed |" in text
-    assert "| SFT step, random, 151,936-token vocabulary | 2.00 GB, 5.0 s | - | failed: RuntimeError: out of memory | - |" \
+    assert "| RL update, random, 151,936-token vocabulary | 1.00 GB, 10.0 s | 4.00 GB, 9.0 s | - | 4.00 GB, 12.0 s | " \
+           "0.50 GB | 4.0x less memory, 1.20x the speed; above the floor 7.0x less |" in text
+    assert "| SFT step, random, 151,936-token vocabulary | 2.00 GB, 5.0 s | - | - | failed: RuntimeError: out of memory | 0.50 GB | - |" \
            in text
     assert "embedded" not in text  # not measured: no row
     assert memory.report_lines({}) == []

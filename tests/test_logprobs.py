@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from unift.logprobs import sequence_logprobs
@@ -120,11 +121,32 @@ def test_no_scored_positions_still_reaches_every_parameter(tiny):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
-def test_chunk_below_one_is_a_config_error():
-    import pytest
-
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_chunk_size_not_positive_and_finite_is_a_config_error(value):
     from unift.config import load_config
     from unift.errors import UserError
 
-    with pytest.raises(UserError, match="train.logprob_chunk must be at least 1"):
-        load_config(None, ["data.train=x.jsonl", "train.logprob_chunk=0"])
+    with pytest.raises(UserError, match="train.logprob_chunk_mb must be a positive number"):
+        load_config(None, ["data.train=x.jsonl", f"train.logprob_chunk_mb={value}"])
+
+
+def test_chunks_are_sized_by_their_logits_not_by_positions():
+    """64 MB of fp32 logits: 341 positions of SmolLM2's 49,152-token vocabulary, 110 of Qwen2.5's
+    151,936; never fewer than one position, however wide the head."""
+    from unift.logprobs import positions_per_chunk
+
+    assert positions_per_chunk(64, 49_152) == 341
+    assert positions_per_chunk(64, 151_936) == 110
+    assert positions_per_chunk(1, 49_152) == 5
+    assert positions_per_chunk(0.001, 151_936) == 1
+    for vocab in (1_000, 49_152, 151_936, 256_000):
+        n = positions_per_chunk(64, vocab)
+        assert n * vocab * 4 <= 64 * 2 ** 20 < (n + 1) * vocab * 4
+
+
+def test_model_chunk_reads_the_heads_width(tiny):
+    from unift.logprobs import model_chunk, positions_per_chunk
+
+    model, tokenizer = tiny
+    assert model.get_output_embeddings().weight.shape[0] == len(tokenizer)
+    assert model_chunk(model, 1) == positions_per_chunk(1, len(tokenizer)) == 1 * 2 ** 20 // (4 * len(tokenizer))

@@ -12,6 +12,10 @@ keep that small:
   the position-chunking of cut cross-entropy (Wijmans et al. 2024) without its fused kernel; it
   costs one extra head forward per step. Values are row-wise and do not depend on the chunk
   size; the head's weight gradient is summed over chunks, so its float order does.
+- The chunk is sized by its logits, not by a fixed count of positions (`train.logprob_chunk_mb`,
+  `positions_per_chunk`): 64 MB of fp32 logits are 341 positions of SmolLM2's vocabulary and
+  110 of Qwen2.5's, so a larger vocabulary costs more passes instead of more memory (Liger's
+  fused linear cross-entropy sizes its chunks from the vocabulary the same way).
 
 Per position t with logits z = head(h_t) / temperature (fp32):
     log p_t = z[y_t] - logsumexp(z)            entropy_t = -sum_v softmax(z)_v log softmax(z)_v
@@ -27,6 +31,18 @@ from torch.utils.checkpoint import checkpoint
 
 LOGIT_CLAMP = 100.0
 DEFAULT_CHUNK = 1024  # positions per pass through the head: [1024, 49152] fp32 logits are 200 MB
+
+
+def positions_per_chunk(chunk_mb: float, vocab_size: int) -> int:
+    """Positions whose [positions, vocab_size] fp32 logits fit in chunk_mb MB (at least 1)."""
+    return max(1, int(chunk_mb * 2 ** 20) // (4 * vocab_size))
+
+
+def model_chunk(model, chunk_mb: float) -> int:
+    """positions_per_chunk for this model's LM head (its global width, also when sharded)."""
+    head = model.get_output_embeddings()
+    vocab = head.weight.shape[0] if head is not None else model.config.vocab_size
+    return positions_per_chunk(chunk_mb, vocab)
 
 
 def final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:

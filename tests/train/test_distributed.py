@@ -100,7 +100,7 @@ def test_uft_on_two_processes_matches_one(tmp_path, countdown_jsonl):
               "log.tensorboard=false", "log.progress=false", "checkpoint.every=0"]
     _train(common + [f"output_dir={tmp_path / 'one'}"], 1, tmp_path)
     # the two-process run also sends its log-probs through the LM head 5 positions at a time
-    _train(common + [f"output_dir={tmp_path / 'two'}", "train.logprob_chunk=5"], 2, tmp_path)
+    _train(common + [f"output_dir={tmp_path / 'two'}", "train.logprob_chunk_mb=1"], 2, tmp_path)
     _compare(tmp_path / "one", tmp_path / "two")
     one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
     for ra, rb in zip(one, two):  # the same completions were sampled and scored

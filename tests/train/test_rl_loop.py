@@ -241,3 +241,12 @@ def test_embedded_model_learns_to_stop_after_the_answer(tmp_path):
     assert after > before + 0.5, (before, after)
     assert tok.eos_token_id in (saved_eos if isinstance(saved_eos, list) else [saved_eos])
     assert render_prompt(held[0], tok, "plain").input_ids  # the prompts render as in training
+
+
+def test_gradient_checkpointing_leaves_rollouts_and_losses_alone(tmp_path, countdown_jsonl):
+    """The sampler runs the policy in eval mode (KV cache on) while training recomputes layers."""
+    _, ma = run(tmp_path, countdown_jsonl, "plain", "method=uft", "hints.beta=0.1")
+    _, mb = run(tmp_path, countdown_jsonl, "ckpt", "method=uft", "hints.beta=0.1", "train.gradient_checkpointing=true")
+    assert [m["reward"] for m in ma] == [m["reward"] for m in mb]
+    assert [m["completion_length_mean"] for m in ma] == [m["completion_length_mean"] for m in mb]
+    assert [m["loss"] for m in ma] == pytest.approx([m["loss"] for m in mb], rel=1e-4, abs=1e-6)

@@ -63,7 +63,7 @@ def test_fsdp2_uft_with_kl_on_two_processes_matches_one(tmp_path, countdown_json
                      "rl.max_new_tokens=12", "rl.stop=", "rl.kl_coef=0.05", "hints.t_hint=3", "hints.beta=1.0",
                      "hints.answer_piece=true", "checkpoint.every=0"]
     _train(common + [f"output_dir={tmp_path / 'one'}"], 1, tmp_path)
-    _train(common + [f"output_dir={tmp_path / 'two'}", "train.logprob_chunk=5"], 2, tmp_path)
+    _train(common + [f"output_dir={tmp_path / 'two'}", "train.logprob_chunk_mb=1"], 2, tmp_path)
     _same_losses(tmp_path / "one", tmp_path / "two")
     for ra, rb in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "two")):
         assert rb["reward"] == ra["reward"] and rb["kl"] == pytest.approx(ra["kl"], rel=1e-3, abs=1e-7)

@@ -31,7 +31,7 @@ from unift.data.render import TARGET, Rendered, end_of_response, render_sft
 from unift.device import autocast
 from unift.errors import UserError
 from unift.files import create_dir
-from unift.logprobs import sequence_logprobs
+from unift.logprobs import model_chunk, sequence_logprobs
 from unift.models import add_end_tokens
 from unift.train.distributed import World, current_world
 from unift.train.faults import kill_point
@@ -108,7 +108,7 @@ def sft_step(ctx: SFTRun, step: int, indices: list[int]) -> dict[str, Any]:
         mask = micro.roles[:, 1:] == TARGET                                   # [b, T-1]
         with autocast(device, ctx.amp):
             logp = sequence_logprobs(ctx.model, micro.input_ids, micro.attention_mask, mask,
-                                     chunk=cfg.train.logprob_chunk)  # [b, T-1]
+                                     chunk=model_chunk(ctx.model, cfg.train.logprob_chunk_mb))  # [b, T-1]
         loss = ctx.loss_fn(logp, mask, normalizer)
         loss.backward()
         with torch.no_grad():

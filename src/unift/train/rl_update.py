@@ -32,7 +32,7 @@ from unift.config import Config
 from unift.data.batching import collate
 from unift.data.render import GENERATED, HINT
 from unift.device import autocast
-from unift.logprobs import sequence_logprobs, sequence_logprobs_and_entropy
+from unift.logprobs import model_chunk, sequence_logprobs, sequence_logprobs_and_entropy
 from unift.rl.objective import uft_loss
 from unift.rl.policy_loss import truncated_is_weight
 from unift.rl.rollout import Sequence, prune_for_update
@@ -177,12 +177,12 @@ def micro_loss(model, reference, part: list[Sequence], batch, gen_mask: torch.Te
         logp, entropy = sequence_logprobs_and_entropy(
             model, batch.input_ids, batch.attention_mask, gen_mask | hint_mask, r.temperature,
             entropy_grad=r.entropy_coef > 0, clamp_mask=hint_mask if r.normalizer == "official" else None,
-            chunk=cfg.train.logprob_chunk)
+            chunk=model_chunk(model, cfg.train.logprob_chunk_mb))
         ref_logp = None
         if reference is not None:
             with torch.no_grad(), disabled_adapter(reference):
                 ref_logp = sequence_logprobs(reference, batch.input_ids, batch.attention_mask, gen_mask,
-                                             r.temperature, chunk=cfg.train.logprob_chunk)
+                                             r.temperature, chunk=model_chunk(reference, cfg.train.logprob_chunk_mb))
     old_logp = logp.detach() if n_updates == 1 else _scatter(gen_mask, torch.cat([s.old_logp for s in part]))
     is_weight = truncated_is_weight(old_logp, sampler_logp, r.tis_cap) if r.tis_cap > 0 else None
     loss, terms = uft_loss(logp, old_logp, advantages, policy_mask, hint_mask,
@@ -236,6 +236,6 @@ def _set_old_logp(model, sequences: list[Sequence], cfg: Config, pad_id, device,
     for part, batch, gen_mask, _ in micro:
         with autocast(device, amp):
             logp = sequence_logprobs(model, batch.input_ids, batch.attention_mask, gen_mask, cfg.rl.temperature,
-                                     chunk=cfg.train.logprob_chunk)
+                                     chunk=model_chunk(model, cfg.train.logprob_chunk_mb))
         for s, row, m in zip(part, logp, gen_mask):
             s.old_logp = row[m].float()

@@ -111,6 +111,12 @@ def load_policy(cfg: Config):
     if cfg.lora.enabled:  # only the adapters require gradients, so only they reach the optimizer
 
         model = apply_lora(model, cfg.lora)
+    if cfg.train.gradient_checkpointing:  # each decoder layer recomputed in the backward (transformers)
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device).train()
     return output_dir, device, _maybe_shard(model, cfg), tokenizer, autocast_dtype(cfg.train.precision, device)
 
