@@ -80,11 +80,8 @@ class TrainConfig:
     device: str = _f("auto", "cpu, cuda, cuda:N or auto")
     max_bad_steps: int = _f(3, "a step with a non-finite loss or gradient skips its update; after this many "
                                "in a row the run stops (the last checkpoint is kept)")
-    logprob_chunk_mb: float = _f(64.0, "MB of fp32 logits per pass through the LM head (positions = this / (4 x "
-                                       "vocabulary), at least 1), recomputed in the backward: peak memory grows "
-                                       "with this, not with batch x length x vocabulary")
-    gradient_checkpointing: bool = _f(False, "recompute each decoder layer's activations in the backward "
-                                             "(less memory, about a third more compute; TRL's default is on)")
+    logprob_chunk_mb: float = _f(64.0, "MB of fp32 logits per pass through the LM head (recomputed in the backward)")
+    gradient_checkpointing: bool = _f(False, "recompute each decoder layer in the backward: less memory, more compute")
 
 
 @dataclass
@@ -287,8 +284,7 @@ def _run_checks(cfg: Config) -> list[tuple[bool, str]]:
         (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1 and train.beta2 must be in [0, 1)"),
         (t.weight_decay >= 0, "train.weight_decay must be >= 0"),
         (t.max_bad_steps >= 1, f"train.max_bad_steps must be at least 1, got {t.max_bad_steps}"),
-        (0 < t.logprob_chunk_mb < float("inf"),
-         f"train.logprob_chunk_mb must be a positive number (MB of logits per pass), got {t.logprob_chunk_mb}"),
+        (0 < t.logprob_chunk_mb < 1e12, f"train.logprob_chunk_mb must be a positive number, got {t.logprob_chunk_mb}"),
         (d.max_prompt_tokens > 0, "data.max_prompt_tokens must be positive"),
         (d.max_response_tokens > 0, "data.max_response_tokens must be positive"),
         (d.limit >= 0, "data.limit must be >= 0"),
