@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 LOGIT_CLAMP = 100.0
-DEFAULT_CHUNK = 1024  # positions per pass through the head: [1024, 49152] fp32 logits are 200 MB
+DEFAULT_CHUNK_MB = 64.0  # MB of fp32 logits per pass through the head, as train.logprob_chunk_mb's default
 
 
 def positions_per_chunk(chunk_mb: float, vocab_size: int) -> int:
@@ -58,7 +58,7 @@ def final_logit_transform(config, logits: torch.Tensor) -> torch.Tensor:
 
 def token_stats(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, mask: torch.Tensor,
                 temperature: float = 1.0, with_entropy: bool = True, entropy_grad: bool = False,
-                clamp_mask: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK,
+                clamp_mask: torch.Tensor | None = None, chunk: int | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropies) of the next tokens at the positions where mask is true.
 
@@ -66,6 +66,7 @@ def token_stats(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, ma
     returns logp [N] and entropy [N] (or None), N = mask.sum(), in mask's row-major order.
     A model sharded with FSDP2 runs this as a registered forward method (unift.train.sharding).
     """
+    chunk = chunk or model_chunk(model, DEFAULT_CHUNK_MB)
     decoder, head = model.get_decoder(), model.get_output_embeddings()
     hidden = decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # [B, T, H]
     picked = hidden[:, :-1][mask]                                                           # [N, H]
@@ -103,7 +104,7 @@ def _chunk_stats(head, config, hidden: torch.Tensor, labels: torch.Tensor, clamp
 
 
 def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      mask: torch.Tensor, temperature: float = 1.0, chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+                      mask: torch.Tensor, temperature: float = 1.0, chunk: int | None = None) -> torch.Tensor:
     """log p(input_ids[:, t+1] | input_ids[:, :t+1]) where mask[:, t] is true, else 0.
 
     input_ids, attention_mask: [B, T]; mask: [B, T-1] bool (next-token positions to score)
@@ -116,16 +117,17 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
 def sequence_logprobs_and_entropy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                   mask: torch.Tensor, temperature: float = 1.0, entropy_grad: bool = False,
                                   with_entropy: bool = True, clamp_mask: torch.Tensor | None = None,
-                                  chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
+                                  chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs as `sequence_logprobs` and the entropy of the next-token distribution, [B, T-1] each.
 
     Logits are divided by `temperature` (the sampling temperature, as TRL/verl do for RL).
     The entropy carries a gradient only when `entropy_grad` (an entropy bonus is trained).
     clamp_mask: [B, T-1] bool, positions (a subset of mask) whose logits are clamped to
     [-LOGIT_CLAMP, LOGIT_CLAMP] after the temperature, as the official UFT actor does for the
-    hint log-likelihood (rl.normalizer=official). chunk: positions per pass through the head.
+    hint log-likelihood (rl.normalizer=official). chunk: positions per pass through the head
+    (None: DEFAULT_CHUNK_MB of logits).
     """
-    if chunk < 1:
+    if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be at least 1, got {chunk}")
     stats = getattr(model, "unift_token_stats", None) or functools.partial(token_stats, model)
     logp, entropy = stats(input_ids, attention_mask, mask, temperature, with_entropy, entropy_grad,

@@ -112,7 +112,7 @@ def load_policy(cfg: Config):
 
         model = apply_lora(model, cfg.lora)
     if cfg.train.gradient_checkpointing:  # each decoder layer recomputed in the backward (transformers)
-        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.2x
+        enable = getattr(model, "activation_checkpointing_enable", None)  # older transformers: only the gradient_ name
         if enable is not None:
             enable({"use_reentrant": False})
         else:
