@@ -16,23 +16,12 @@ mkdir -p "$D"
 [ -f $D/countdown_test200.jsonl ] || $U data countdown --numbers 3 --n 200 --seed 2 --out $D/countdown_test200.jsonl
 [ -f $D/countdown_val.jsonl ] || $U data countdown --numbers 3 --n 100 --seed 3 --out $D/countdown_val.jsonl
 
-copy_results() {  # study directory -> docs/results/NAME (numbers and records, no weights)
-  local src=$1 dst=docs/results/$2
-  mkdir -p "$dst"
-  cp "$src"/results.json "$src"/report.md "$src"/study.yaml "$dst"/
-  cp "$src"/*.png "$dst"/ 2>/dev/null || true
-  local here=$PWD
-  (cd "$src" && find . \( -name metrics.jsonl -o -name config.yaml -o -path './eval/*' -name 'results.json' \
-      -o -path './eval/*' -name records.jsonl \) -not -path '*/checkpoints/*' -not -path '*/final/*' \
-      -exec cp --parents {} "$here/$dst" \;)
-}
-
 $U compare configs/study_countdown.yaml --resume
-copy_results runs/study-countdown study-countdown
+bash scripts/copy_study_results.sh runs/study-countdown study-countdown
 $U sample --model runs/study-countdown/sft/seed0/final --data $D/countdown_train.jsonl --limit 400 --k 4 \
     --max-new-tokens 128 --out $D/countdown_verified.jsonl
 mkdir -p docs/results/study-offline
 cp $D/countdown_verified.jsonl.summary.json docs/results/study-offline/
 $U compare configs/study_offline.yaml --resume
-copy_results runs/study-offline study-offline
+bash scripts/copy_study_results.sh runs/study-offline study-offline
 echo "raw results in docs/results/study-countdown and docs/results/study-offline"

@@ -144,3 +144,34 @@ def test_auto_precision_is_saved_resolved_and_a_machine_change_is_refused(tmp_pa
             assert len(str(e.value).splitlines()) == 1
         else:
             runner.check_same_config(cfg, saved)
+
+
+def test_studies_that_share_runs_dir_reuse_each_others_runs_and_evaluations(tmp_path, countdown_jsonl, capsys):
+    first = _study(tmp_path, countdown_jsonl, seeds=[0], validation={}, methods={"sft": {"method": "sft"}})
+    assert main(["compare", str(first)]) == 0
+    runs = tmp_path / "study"
+    stamp = (runs / "eval" / "generated" / "sft" / "seed0" / "results.json").stat().st_mtime_ns
+    report = (runs / "report.md").read_text()
+    spec = yaml.safe_load(first.read_text())
+    spec.update(output_dir=str(tmp_path / "second"), runs_dir=str(runs), focus="dft",
+                methods={"sft": {"method": "sft"}, "dft": {"method": "dft"}})
+    second = tmp_path / "second.yaml"
+    second.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert main(["compare", str(second)]) == 2  # runs_dir holds runs: reusing them is asked for with --resume
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["compare", str(second), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "sft seed 0: reusing" in said and "dft seed 0: training" in said and "sft seed 0: training" not in said
+    assert (runs / "eval" / "generated" / "sft" / "seed0" / "results.json").stat().st_mtime_ns == stamp
+    results = json.loads((tmp_path / "second" / "results.json").read_text())
+    assert set(results["methods"]) == {"sft", "dft"} and results["runs_dir"] == str(runs)
+    assert set(results["paired"]["generated"]) == {"sft"}
+    assert (runs / "dft" / "seed0" / "final" / "config.json").exists() and not (tmp_path / "second" / "dft").exists()
+    assert (runs / "report.md").read_text() == report  # the first study's report is its own
+    # an evaluation set of the same name defined otherwise: refused before any model loads
+    spec["eval_sets"]["generated"]["limit"] = 2
+    second.write_text(yaml.safe_dump(spec))
+    assert main(["compare", str(second), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "was evaluated on another 'generated' set (limit: 3 there, 2 now)" in err and len(err.splitlines()) == 1

@@ -104,3 +104,35 @@ def test_a_run_of_an_older_unift_or_moved_elsewhere_is_the_same_run(tmp_path, co
     cfg.reward.timeout_s = 5.0  # not the default: a different run
     with pytest.raises(UserError, match=r"reward.timeout_s: None there, 5.0 now"):
         check_same_config(cfg, saved)
+
+
+def test_the_full_studys_configs_reuse_the_first_studys_runs(monkeypatch):
+    from conftest import REPO
+
+    from unift.config import to_dict
+
+    monkeypatch.chdir(REPO)
+    first = read_study("configs/study_countdown.yaml")
+    variants = read_study("configs/study_uft_variants.yaml")
+    long = read_study("configs/study_long.yaml")
+    dft = read_study("configs/study_dft_base.yaml")
+    for study in (variants, long, dft):
+        assert study.runs == first.out and study.out != first.out and study.cfg.seeds == [0, 1, 2]
+        assert {k: vars(v) for k, v in study.eval_sets.items()} == {k: vars(v) for k, v in first.eval_sets.items()}
+        assert vars(study.cfg.validation) == vars(first.cfg.validation)
+    # a method of the same name is the same run (same config, same directory): reused, not trained again
+    for study, shared in ((variants, "uft"), (dft, "sft")):
+        for seed in (0, 1, 2):
+            assert to_dict(study.methods[shared].configs[(0, seed)]) == to_dict(first.methods[shared].configs[(0, seed)])
+    assert {n: m.budget.examples for n, m in variants.methods.items() if n != "base"} == dict.fromkeys(
+        ("uft", "uft-beta0.001", "uft-no-answer-piece", "uft-official-normalizer", "uft-hint-dft", "uft-adaptive",
+         "r3", "staged"), 320)
+    assert variants.methods["r3"].configs[(0, 0)].hints.schedule == "uniform"
+    assert variants.methods["staged"].configs[(0, 0)].hints.schedule == "staged"
+    assert {n: m.budget.examples for n, m in long.methods.items()} == {
+        "base": 0, "sft60": 960, "rft60": 960, "uft60": 960, "sft60-rft60": 1920}
+    assert long.methods["uft60"].configs[(0, 1)].hints.t_hint == 60
+    assert len(dft.methods["dft-floor"].candidates) == 2 and dft.focus == "dft"
+    names = {first.methods[n].label(0) for n in first.methods} & {
+        s.methods[n].label(0) for s in (long,) for n in s.methods}
+    assert names == {"base"}  # the 60-step runs have names of their own

@@ -42,7 +42,7 @@ def _scores(study: Study, set_name: str, label: str, seeds: list[int]) -> tuple[
     """(seeds with an evaluation on disk, their (seeds, problems) 0/1 array, their overall results)."""
     done, rows, overall = [], [], []
     for seed in seeds:
-        d = study.out / "eval" / set_name / label / f"seed{seed}"
+        d = study.runs / "eval" / set_name / label / f"seed{seed}"
         if not (d / "records.jsonl").exists() or not (d / "results.json").exists():
             continue
         greedy = sorted((r for r in map(json.loads, (d / "records.jsonl").read_text().splitlines())
@@ -67,8 +67,8 @@ def collect(study: Study, chosen: dict[str, int]) -> dict[str, Any]:
                                             "own_examples": m.own.examples},
                                  "runs": {}, "eval": {}}
         if m.method != "none":
-            entry["runs"] = {seed: run_info(study.out / label / f"seed{seed}") for seed in seeds
-                             if (study.out / label / f"seed{seed}" / "final" / "config.json").exists()}
+            entry["runs"] = {seed: run_info(study.runs / label / f"seed{seed}") for seed in seeds
+                             if (study.runs / label / f"seed{seed}" / "final" / "config.json").exists()}
         if len(m.candidates) > 1:
             entry["sweep"] = sweep_info(study, m)
         for set_name in study.eval_sets:
@@ -80,8 +80,8 @@ def collect(study: Study, chosen: dict[str, int]) -> dict[str, Any]:
                                        "formatted": float(np.mean([o["formatted"] for o in overall])),
                                        "stopped": float(np.mean([o["stopped"] for o in overall]))}
         methods[m.name] = entry
-    return {"output_dir": str(study.out), "protocol": study.protocol, "seeds": seeds, "focus": study.focus,
-            "intervals": INTERVALS,
+    return {"output_dir": str(study.out), "runs_dir": str(study.runs), "protocol": study.protocol, "seeds": seeds,
+            "focus": study.focus, "intervals": INTERVALS,
             "eval_sets": {k: vars(v) for k, v in study.eval_sets.items()}, "methods": methods,
             "paired": paired_all(study, arrays)}
 
@@ -121,7 +121,7 @@ def sweep_info(study: Study, m: Method) -> list[dict[str, Any]]:
     seed = study.cfg.seeds[0]
     rows = []
     for c, values in enumerate(m.candidates):
-        path = study.out / "eval" / "validation" / m.label(c) / f"seed{seed}" / "results.json"
+        path = study.runs / "eval" / "validation" / m.label(c) / f"seed{seed}" / "results.json"
         score = json.loads(path.read_text())["overall"]["pass@1"] if path.exists() else None
         rows.append({"values": values, "validation_pass@1": score, "seed": seed})
     return rows
@@ -137,7 +137,8 @@ def _ci(pair: list[float] | None) -> str:
 
 def markdown(study: Study, results: dict[str, Any], plots: list[str] = ()) -> str:
     methods = results["methods"]
-    lines = [f"# Study {study.out}", "",
+    shared = f" (runs and evaluations in {study.runs})" if study.runs != study.out else ""
+    lines = [f"# Study {study.out}{shared}", "",
              f"protocol {study.protocol} · seeds {results['seeds']} · {INTERVALS}; accuracies in %", "",
              "## Budgets", "",
              "| method | budget group | training examples | rollouts | train wall-clock per seed (mean s) "

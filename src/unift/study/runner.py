@@ -11,8 +11,11 @@ from its newest checkpoint (the study turns on `checkpoint_every`), and an evalu
 disk for the same model weights and evaluation set is read back, not redone. Without `--resume`
 an output_dir that already holds runs is an error, so nothing is overwritten by accident.
 
-Layout of output_dir: LABEL/seedS/ (a normal run directory), eval/SET/LABEL/seedS/ (results.json,
-results.md, records.jsonl), study.yaml, results.json, report.md, accuracy.png, reward.png.
+Layout of output_dir: study.yaml, results.json, report.md, accuracy.png, reward.png, and (in runs_dir,
+which is output_dir unless set) LABEL/seedS/ (a normal run directory) and eval/SET/LABEL/seedS/
+(results.json, results.md, records.jsonl). Studies that share a runs_dir reuse each other's runs
+and evaluations: a run of the same label must have the same config, an evaluation set of the
+same name the same definition (else a one-line error before any model loads).
 """
 
 from __future__ import annotations
@@ -73,10 +76,26 @@ def check_output_dir(study: Study, resume: bool) -> None:
     runs = [cfg for m in study.methods.values() for cfg in m.configs.values()]
     started = [cfg for cfg in runs if (Path(cfg.output_dir) / "config.yaml").exists()]
     if started and not resume:
-        raise UserError(f"{study.out} already holds runs of a study (e.g. {started[0].output_dir}): pass --resume "
-                        f"to continue it, or choose another output_dir")
+        raise UserError(f"{study.runs} already holds runs of a study (e.g. {started[0].output_dir}): pass --resume "
+                        f"to continue it (or to reuse them), or choose another output_dir")
     for cfg in started:
         check_same_config(cfg, Path(cfg.output_dir) / "config.yaml", compare_model=False)
+    for name, s in _all_sets(study).items():
+        check_same_eval_set(study.runs / "eval" / name, name, vars(s))
+
+
+def check_same_eval_set(where: Path, name: str, definition: dict[str, Any]) -> None:
+    """Evaluations on disk under `where` were made on the set `definition` describes (a study that shares
+    runs_dir with another, or one whose set changed, would otherwise overwrite or mix them)."""
+    for path in sorted(where.glob("*/seed*/results.json")):
+        try:
+            was = (json.loads(path.read_text()).get("study_key") or {}).get("set")
+        except (OSError, json.JSONDecodeError):
+            continue  # a torn write: that evaluation is redone
+        if was is not None and was != definition:
+            key = next(k for k in sorted({*was, *definition}) if was.get(k) != definition.get(k))
+            raise UserError(f"{path.parent} was evaluated on another '{name}' set ({key}: {was.get(key)!r} there, "
+                            f"{definition.get(key)!r} now): restore its definition, or give this set another name")
 
 
 def resolve_precision(precision: str, device: str) -> str:
@@ -202,7 +221,7 @@ class StudyRunner:
     def evaluate(self, label: str, seed: int, model: str, set_name: str) -> dict[str, Any]:
         """The evaluation of `model` on a set, read back if it is on disk for the same weights."""
         s = _all_sets(self.study)[set_name]
-        out = self.study.out / "eval" / set_name / label / f"seed{seed}"
+        out = self.study.runs / "eval" / set_name / label / f"seed{seed}"
         reward = self.study.cfg.base.get("reward") or {}
         base, precision = self.study.cfg.base, self.precision
         key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model),

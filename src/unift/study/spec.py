@@ -37,7 +37,8 @@ from unift.config_parse import build, merge, parse_overrides
 from unift.data.loading import load_examples
 from unift.errors import UserError, suggest
 
-STUDY_KEYS = ("output_dir", "seeds", "checkpoint_every", "focus", "base", "methods", "eval_sets", "validation")
+STUDY_KEYS = ("output_dir", "runs_dir", "seeds", "checkpoint_every", "focus", "base", "methods", "eval_sets",
+              "validation")
 METHOD_KEYS = ("init", "group", "sweep")  # a method entry's keys that are not run config keys
 
 
@@ -61,7 +62,10 @@ class EvalSet:
 
 @dataclass
 class StudyConfig:
-    output_dir: str = _f("runs/compare", "where every run, evaluation, report.md and results.json go")
+    output_dir: str = _f("runs/compare", "where study.yaml, report.md, results.json and the plots go (and the "
+                                         "runs, unless runs_dir is set)")
+    runs_dir: str = _f("", "where the runs and evaluations go (empty = output_dir); studies that share it reuse "
+                           "each other's finished runs and evaluations when their configs are equal")
     seeds: list[int] = _f([0], "every method runs once per seed (data order, hints and sampling follow it)")
     checkpoint_every: int = _f(5, "periodic checkpoints of every run, so a killed study resumes mid-run "
                                   "(0 = only the run's own checkpoint.every)")
@@ -104,7 +108,8 @@ class Method:
 @dataclass
 class Study:
     cfg: StudyConfig
-    out: Path
+    out: Path                        # the report's directory
+    runs: Path                       # the runs' and evaluations' directory (output_dir unless runs_dir)
     methods: dict[str, Method]       # in run order: each after the one it starts from
     eval_sets: dict[str, EvalSet]
     focus: str
@@ -136,9 +141,9 @@ def plan_study(cfg: StudyConfig, where: Path) -> Study:
         raise UserError(f"seeds must be a non-empty list of distinct integers, got {cfg.seeds}")
     if cfg.checkpoint_every < 0:
         raise UserError("checkpoint_every must be >= 0")
-    out = Path(cfg.output_dir)
+    out, runs = Path(cfg.output_dir), Path(cfg.runs_dir or cfg.output_dir)
     eval_sets = _eval_sets(cfg)
-    methods = {name: _method(cfg, out, name, raw) for name, raw in cfg.methods.items()}
+    methods = {name: _method(cfg, runs, name, raw) for name, raw in cfg.methods.items()}
     ordered = {name: methods[name] for name in _order(methods)}
     _count_budgets(ordered)
     focus = cfg.focus or ("uft" if "uft" in ordered else "")
@@ -147,7 +152,7 @@ def plan_study(cfg: StudyConfig, where: Path) -> Study:
     if any(len(m.candidates) > 1 for m in ordered.values()) and not cfg.validation.data:
         raise UserError("a sweep chooses on the validation set: give validation.data (never reported)")
     protocol = str(cfg.base.get("protocol") or "official")
-    return Study(cfg, out, ordered, eval_sets, focus, protocol)
+    return Study(cfg, out, runs, ordered, eval_sets, focus, protocol)
 
 
 def _eval_sets(cfg: StudyConfig) -> dict[str, EvalSet]:
