@@ -95,11 +95,12 @@ def _add_compare(sub) -> None:
                        epilog="examples:\n  unift compare configs/compare_countdown.yaml\n"
                               "  unift compare configs/study_countdown.yaml --resume     (after Ctrl-C or a kill)",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("config", help="study YAML (output_dir, seeds, base, methods, eval_sets, validation)")
+    c.add_argument("config", help="study YAML (output_dir, runs_dir, seeds, base, methods, eval_sets, validation)")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="override a key of the shared base config")
     c.add_argument("--resume", action="store_true",
-                   help="continue a study in output_dir: finished runs and evaluations are reused if their config "
-                        "matches, a half-finished run resumes from its checkpoint")
+                   help="continue a study (or reuse another study's runs in a shared runs_dir): finished runs and "
+                        "evaluations are reused if their config matches, a half-finished run resumes from its "
+                        "checkpoint")
 
 
 def _add_horizon(sub) -> None:
