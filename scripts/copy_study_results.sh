@@ -2,7 +2,7 @@
 # Copy a study's raw results (numbers and records, no weights) into docs/results/NAME:
 #   bash scripts/copy_study_results.sh OUTPUT_DIR NAME [RUNS_DIR]
 # OUTPUT_DIR's report (results.json, report.md, study.yaml, plots) goes to docs/results/NAME; the runs'
-# metrics.jsonl and config.yaml and the evaluations' results.json and records.jsonl under RUNS_DIR
+# metrics.jsonl, config.yaml and done.json and the evaluations' results.json and records.jsonl under RUNS_DIR
 # (default OUTPUT_DIR) go to docs/results/NAME too, or, for a RUNS_DIR shared with another study, to that
 # study's folder (the 4th argument, default NAME).
 set -euo pipefail
@@ -11,6 +11,7 @@ mkdir -p "$dst" "$runs_dst"
 cp "$src"/results.json "$src"/report.md "$src"/study.yaml "$dst"/
 cp "$src"/*.png "$dst"/ 2>/dev/null || true
 here=$PWD
-(cd "$runs" && find . \( -name metrics.jsonl -o -name config.yaml -o -path './eval/*' -name 'results.json' \
+(cd "$runs" && find . \( -name metrics.jsonl -o -name config.yaml -o -name done.json -o -path './eval/*' -name 'results.json' \
     -o -path './eval/*' -name records.jsonl \) -not -path '*/checkpoints/*' -not -path '*/final/*' \
     -exec cp --parents {} "$here/$runs_dst" \;)
+# (scripts/restore_study_results.sh puts them back on another machine)

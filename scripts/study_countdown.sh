@@ -6,7 +6,8 @@
 #
 #   bash scripts/study_countdown.sh        # from the project root, after `make install`
 #
-# Resumable in pieces: every step reuses what is finished (unift compare --resume, unift sample resumes).
+# Resumable in pieces, also on another machine: every step reuses what is finished (unift compare --resume,
+# unift sample resumes), and the raw results committed under docs/results are restored first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 U=.venv/bin/unift
@@ -16,10 +17,17 @@ mkdir -p "$D"
 [ -f $D/countdown_test200.jsonl ] || $U data countdown --numbers 3 --n 200 --seed 2 --out $D/countdown_test200.jsonl
 [ -f $D/countdown_val.jsonl ] || $U data countdown --numbers 3 --n 100 --seed 3 --out $D/countdown_val.jsonl
 
+# on a fresh machine: what earlier pieces committed counts as done (no weights travel; see the script)
+bash scripts/restore_study_results.sh study-countdown runs/study-countdown
+bash scripts/restore_study_results.sh study-offline runs/study-offline
 $U compare configs/study_countdown.yaml --resume
 bash scripts/copy_study_results.sh runs/study-countdown study-countdown
-$U sample --model runs/study-countdown/sft/seed0/final --data $D/countdown_train.jsonl --limit 400 --k 4 \
-    --max-new-tokens 128 --out $D/countdown_verified.jsonl
+if [ ! -f runs/study-countdown/sft/seed0/final/config.json ] && [ ! -f $D/countdown_verified.jsonl ]; then
+  cp docs/results/study-offline/countdown_verified.jsonl $D/   # the sampling model's weights stayed behind
+else
+  $U sample --model runs/study-countdown/sft/seed0/final --data $D/countdown_train.jsonl --limit 400 --k 4 \
+      --max-new-tokens 128 --out $D/countdown_verified.jsonl
+fi
 mkdir -p docs/results/study-offline
 cp $D/countdown_verified.jsonl.summary.json docs/results/study-offline/
 $U compare configs/study_offline.yaml --resume

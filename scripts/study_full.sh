@@ -4,7 +4,8 @@
 # (configs/study_long.yaml) and DFT from the base model (configs/study_dft_base.yaml). All three share the
 # first study's runs directory, so its base, uft and sft runs and their evaluations are reused, not redone.
 # Each study's report goes to docs/results/NAME, every run's metrics and evaluations to
-# docs/results/study-countdown (the shared runs directory), after each study.
+# docs/results/study-countdown (the shared runs directory), after each study; study_countdown.sh restores them
+# on a fresh machine, so the full study runs in pieces across machines without its weights.
 #
 #   bash scripts/study_full.sh        # from the project root, after `make install`; resumable in pieces
 set -euo pipefail

@@ -101,6 +101,9 @@ def _add_compare(sub) -> None:
                    help="continue a study (or reuse another study's runs in a shared runs_dir): finished runs and "
                         "evaluations are reused if their config matches, a half-finished run resumes from its "
                         "checkpoint")
+    c.add_argument("--methods", default="", metavar="A,B",
+                   help="run only these methods this time, with the runs they start from (a piece of a long "
+                        "study); the report covers every method whose results are on disk")
 
 
 def _add_horizon(sub) -> None:
@@ -192,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "compare":
             from unift.study.runner import run_study
 
-            results = run_study(args.config, args.overrides, resume=args.resume)
+            only = [name.strip() for name in args.methods.split(",") if name.strip()]
+            results = run_study(args.config, args.overrides, resume=args.resume, only=only or None)
             print(f"report written: {Path(results['output_dir']) / 'report.md'}")
             return 0
         if args.command == "horizon":

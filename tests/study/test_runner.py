@@ -4,6 +4,7 @@ resumption (reuse, a changed config refused, a killed run continued from its che
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -58,6 +59,7 @@ def test_study_tiny(tmp_path, countdown_jsonl, capsys):
     assert (out / "accuracy.png").stat().st_size > 1000 and (out / "reward.png").stat().st_size > 1000
     records = (out / "eval" / "generated" / "uft" / "seed1" / "records.jsonl").read_text().splitlines()
     assert len(records) == 3
+    assert not list(out.glob("*/seed*/checkpoints")) and len(list(out.glob("*/seed*/final/config.json"))) == 7
 
     # again without --resume: refused, nothing touched
     capsys.readouterr()
@@ -89,6 +91,8 @@ def test_killed_study_resumes_mid_run(tmp_path, countdown_jsonl):
     assert "sft seed 0: resuming" in done.stdout and "resumed from" in done.stdout
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 4 and (run / "final" / "config.json").exists()
+    # a finished run keeps its final model; its resume checkpoints are gone (a study would fill the disk)
+    assert not (run / "checkpoints").exists() and (run / "metrics.jsonl").exists()
 
 
 def test_study_errors(tmp_path, capsys):
@@ -175,3 +179,54 @@ def test_studies_that_share_runs_dir_reuse_each_others_runs_and_evaluations(tmp_
     assert main(["compare", str(second), "--resume"]) == 2
     err = capsys.readouterr().err
     assert "was evaluated on another 'generated' set (limit: 3 there, 2 now)" in err and len(err.splitlines()) == 1
+
+
+def test_a_study_resumes_on_a_machine_without_its_weights(tmp_path, countdown_jsonl, capsys):
+    """Committed raw results (config, metrics, done.json, evaluations) stand for finished runs; a run is
+    trained again only when its weights are needed: a later run starts from it, or an evaluation is new."""
+    path = _study(tmp_path, countdown_jsonl, seeds=[0], validation={},
+                  methods={"sft": {"method": "sft"}, "sft-rft": {"method": "rft", "init": "sft"}})
+    assert main(["compare", str(path)]) == 0
+    out = tmp_path / "study"
+    first = json.loads((out / "results.json").read_text())
+    done = json.loads((out / "sft" / "seed0" / "done.json").read_text())
+    result = json.loads((out / "eval" / "generated" / "sft" / "seed0" / "results.json").read_text())
+    assert done["weights"] == result["study_key"]["weights"]
+    for run in ("sft", "sft-rft"):  # the weights stay behind on the other machine
+        shutil.rmtree(out / run / "seed0" / "final")
+    capsys.readouterr()
+    assert main(["compare", str(path), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("reusing its results (weights not on this machine)") == 2 and "training" not in said
+    again = json.loads((out / "results.json").read_text())
+    assert again["methods"]["sft"]["eval"] == first["methods"]["sft"]["eval"]
+    assert set(again["methods"]["sft-rft"]["runs"]) == {"0"}
+    # the chained run is gone too: it needs its start, which is trained again first
+    shutil.rmtree(out / "sft-rft")
+    shutil.rmtree(out / "eval" / "generated" / "sft-rft")
+    assert main(["compare", str(path), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "sft seed 0: its weights are needed and not on this machine: training it again" in said
+    assert "sft-rft seed 0: training" in said
+    assert (out / "sft" / "seed0" / "final" / "config.json").exists()
+    assert (out / "sft-rft" / "seed0" / "done.json").exists()
+
+
+def test_methods_runs_a_piece_of_a_study(tmp_path, countdown_jsonl, capsys):
+    path = _study(tmp_path, countdown_jsonl, seeds=[0], validation={},
+                  methods={"base": {"method": "none"}, "sft": {"method": "sft"}, "dft": {"method": "dft"},
+                           "sft-rft": {"method": "rft", "init": "sft"}})
+    assert main(["compare", str(path), "--methods", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "--methods: 'nope' is not a method of" in err and "(its methods: base, sft, dft, sft-rft)" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "study").exists()
+    assert main(["compare", str(path), "--methods", "sft-rft"]) == 0  # and sft, which it starts from
+    said = capsys.readouterr().out
+    assert "sft seed 0: training" in said and "sft-rft seed 0: training" in said and "dft" not in said
+    methods = json.loads((tmp_path / "study" / "results.json").read_text())["methods"]
+    assert methods["dft"]["runs"] == {} and methods["dft"]["eval"] == {} and methods["base"]["eval"] == {}
+    assert set(methods["sft-rft"]["runs"]) == {"0"} and "generated" in methods["sft-rft"]["eval"]
+    assert main(["compare", str(path), "--resume", "--methods", "dft,base"]) == 0
+    methods = json.loads((tmp_path / "study" / "results.json").read_text())["methods"]
+    assert set(methods["dft"]["runs"]) == {"0"} and "generated" in methods["base"]["eval"]
+    assert set(methods["sft-rft"]["runs"]) == {"0"}  # not run in this piece, reported from disk

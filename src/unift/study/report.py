@@ -68,7 +68,7 @@ def collect(study: Study, chosen: dict[str, int]) -> dict[str, Any]:
                                  "runs": {}, "eval": {}}
         if m.method != "none":
             entry["runs"] = {seed: run_info(study.runs / label / f"seed{seed}") for seed in seeds
-                             if (study.runs / label / f"seed{seed}" / "final" / "config.json").exists()}
+                             if run_finished(study.runs / label / f"seed{seed}")}
         if len(m.candidates) > 1:
             entry["sweep"] = sweep_info(study, m)
         for set_name in study.eval_sets:
@@ -107,6 +107,11 @@ def paired_all(study: Study, arrays: dict) -> dict[str, Any]:
             b = o_scores[[o_seeds.index(s) for s in common]]
             out.setdefault(set_name, {})[name] = {**paired(a, b), "seed_list": common}
     return out
+
+
+def run_finished(run: Path) -> bool:
+    """Its final model is here, or its done.json says it finished elsewhere (unift.study.runner)."""
+    return (run / "final" / "config.json").exists() or (run / "done.json").exists()
 
 
 def run_info(run: Path) -> dict[str, Any]:

@@ -8,7 +8,13 @@ listed); its other seeds and the runs that start from it use that candidate.
 Resumable: with `--resume` a finished run is reused only if the config it saved equals the one
 the study would run now (else a one-line error naming the key), a half-finished run continues
 from its newest checkpoint (the study turns on `checkpoint_every`), and an evaluation already on
-disk for the same model weights and evaluation set is read back, not redone. Without `--resume`
+disk for the same model weights and evaluation set is read back, not redone. A finished run keeps its
+final model, metrics, config and a DONE record (the weights' id); its resume checkpoints are deleted.
+
+In pieces across machines: the weights need not travel. A run directory holding config.yaml,
+metrics.jsonl and done.json (no final/), with its evaluations, counts as finished (what
+scripts/copy_study_results.sh commits and scripts/restore_study_results.sh puts back); only when a
+later run starts from it, or an evaluation of it is missing, is it trained again. Without `--resume`
 an output_dir that already holds runs is an error, so nothing is overwritten by accident.
 
 Layout of output_dir: study.yaml, results.json, report.md, accuracy.png, reward.png, and (in runs_dir,
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -46,12 +53,17 @@ from unift.train.rl_loop import train_rl
 # may differ between a run's first start and its resumption without changing what it trains: resume is
 # set by the runner, a run directory moved into place keeps what it trained, and checkpointing and the
 # log sinks do not touch the weights
+DONE = "done.json"  # in a run directory: the run finished; {"weights": the final model's weights_id}
 IGNORED_KEYS = ("resume", "output_dir", "checkpoint.every", "checkpoint.keep_last", "log.progress",
                 "log.tensorboard", "log.wandb")
 
 
-def run_study(path: str, overrides: list[str] | None = None, resume: bool = False) -> dict[str, Any]:
+def run_study(path: str, overrides: list[str] | None = None, resume: bool = False,
+              only: list[str] | None = None) -> dict[str, Any]:
+    """Run (or continue) the study at `path`; `only`: these methods this time, with the runs they start
+    from (a piece of a long study); the report covers every method whose results are on disk."""
     study = read_study(path, overrides)
+    selected = with_inits(study, only, path) if only else list(study.methods)
     for m in study.methods.values():  # what `auto` means here is saved with each run (see resolve_precision)
         for cfg in m.configs.values():
             cfg.train.precision = resolve_precision(cfg.train.precision, cfg.train.device)
@@ -60,10 +72,29 @@ def run_study(path: str, overrides: list[str] | None = None, resume: bool = Fals
     create_dir(study.out)
     write_atomic(study.out / "study.yaml", yaml.safe_dump(dataclasses.asdict(study.cfg), sort_keys=False))
     runner = StudyRunner(study, eval_data)
+    for m in study.methods.values():  # methods left out of this piece: reported from what is on disk
+        if m.name not in selected:
+            runner.chosen_on_disk(m)
     for seed in study.cfg.seeds:
         for method in study.methods.values():
-            runner.run_method(method, seed)
+            if method.name in selected:
+                runner.run_method(method, seed)
     return runner.report()
+
+
+def with_inits(study: Study, only: list[str], path: str) -> list[str]:
+    """The methods named in `only` and, recursively, the methods they start from (`init:`)."""
+    unknown = [name for name in only if name not in study.methods]
+    if unknown:
+        raise UserError(f"--methods: {unknown[0]!r} is not a method of {path} "
+                        f"(its methods: {', '.join(study.methods)})")
+    selected, todo = set(), list(only)
+    while todo:
+        name = todo.pop()
+        if name not in selected:
+            selected.add(name)
+            todo += [study.methods[name].init] if study.methods[name].init else []
+    return [name for name in study.methods if name in selected]
 
 
 def _all_sets(study: Study) -> dict[str, EvalSet]:
@@ -165,6 +196,7 @@ class StudyRunner:
     def __init__(self, study: Study, eval_data: dict[str, list[Example]]):
         self.study, self.eval_data = study, eval_data
         self.model_of: dict[tuple[str, int], str] = {}   # (method, seed) -> final model
+        self.trained_by: dict[str, tuple[Method, int, int, str]] = {}  # final model -> (method, candidate, seed, start)
         self.chosen: dict[str, int] = {}                 # method -> sweep candidate
         # base.reward.funcs score the evaluation sets too (user reward code); else each row's task
         first = next((cfg for m in study.methods.values() for cfg in m.configs.values()), None)
@@ -198,20 +230,52 @@ class StudyRunner:
               f"({', '.join(f'{100 * s:.1f}%' for s in scores)})", flush=True)
         return best
 
-    def train_run(self, m: Method, c: int, seed: int, start: str) -> str:
+    def chosen_on_disk(self, m: Method) -> None:
+        """A method this piece does not run: its sweep's choice, if every candidate's validation result is
+        on disk (the same rule as `choose`), so the report keeps it."""
+        if len(m.candidates) == 1:
+            self.chosen[m.name] = 0
+            return
+        seed, scores = self.study.cfg.seeds[0], []
+        for c in range(len(m.candidates)):
+            done = self.study.runs / "eval" / "validation" / m.label(c) / f"seed{seed}" / "results.json"
+            if not done.exists():
+                return
+            scores.append(json.loads(done.read_text())["overall"]["pass@1"])
+        self.chosen[m.name] = max(range(len(scores)), key=lambda c: (scores[c], -c))
+
+    def train_run(self, m: Method, c: int, seed: int, start: str, again: bool = False) -> str:
+        """The run's final model, trained unless it is on disk. A run finished on another machine whose
+        weights did not come along (its DONE record, metrics and evaluations did) counts as finished
+        until something needs its weights (`ensure_weights`); then it is trained again."""
         cfg = m.configs[(c, seed)]
         cfg.model = start
         out = Path(cfg.output_dir)
+        self.trained_by[str(out / "final")] = (m, c, seed, start)
         if (out / "config.yaml").exists():
             check_same_config(cfg, out / "config.yaml")
+        if again:
+            print(f"[compare] {m.label(c)} seed {seed}: its weights are needed and not on this machine: "
+                  f"training it again", flush=True)
+            shutil.rmtree(out)
         if (out / "final" / "config.json").exists():
             print(f"[compare] {m.label(c)} seed {seed}: reusing {out / 'final'}", flush=True)
+        elif (out / DONE).exists():
+            print(f"[compare] {m.label(c)} seed {seed}: reusing its results (weights not on this machine)", flush=True)
+            return str(out / "final")
         else:
+            self.ensure_weights(start)
             cfg.resume = latest_checkpoint(out) is not None if out.exists() else False
             print(f"[compare] {m.label(c)} seed {seed}: {'resuming' if cfg.resume else 'training'} "
                   f"({cfg.method}, {m.own.examples} examples)", flush=True)
             (train if cfg.method in OFFLINE_METHODS else train_rl)(cfg)
+        finish_run(out)
         return str(out / "final")
+
+    def ensure_weights(self, model: str) -> None:
+        """A study run's final model whose weights are not here (see train_run) is trained again."""
+        if model in self.trained_by and not (Path(model) / "config.json").exists():
+            self.train_run(*self.trained_by[model], again=True)
 
     def evaluate_all(self, label: str, seed: int, model: str, sets: list[str]) -> None:
         for name in sets:
@@ -231,6 +295,9 @@ class StudyRunner:
             done = json.loads((out / "results.json").read_text())
             if done.get("study_key") == key:
                 return done
+        if model in self.trained_by and not (Path(model) / "config.json").exists():
+            self.ensure_weights(model)
+            return self.evaluate(label, seed, model, set_name)
         started = time.perf_counter()
         r = evaluate_model(model, self.eval_data[set_name], protocol=self.study.protocol,
                            max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
@@ -244,8 +311,22 @@ class StudyRunner:
         return write_study_report(self.study, self.chosen)
 
 
+def finish_run(run_dir: Path) -> None:
+    """A finished run's DONE record (its weights' id), written once; its resume checkpoints (weights and
+    optimizer moments, ~1.6 GB each for the embedded model) are deleted: a study reuses a run through its
+    final model alone, and they would only fill the disk."""
+    if not (run_dir / "final" / "config.json").exists():
+        return
+    if not (run_dir / DONE).exists():
+        write_atomic(run_dir / DONE, json.dumps({"weights": weights_id(str(run_dir / "final"))}) + "\n")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+
+
 def weights_id(model: str) -> str:
-    """sha256 of a model directory's weight files (a name such as smollm2-135m stands for itself)."""
+    """sha256 of a model directory's weight files (a name such as smollm2-135m stands for itself); for a
+    study run's final model that is not on this machine, the id its DONE record saved."""
     path = Path(model)
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not files and (path.parent / DONE).exists():
+        return json.loads((path.parent / DONE).read_text())["weights"]
     return ",".join(sha256(f)[:16] for f in files) or model
