@@ -135,19 +135,21 @@ def _rl_trl(steps: int, tmp: Path) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from unift import rewards
+    from unift.device import cpu_has_fast_bf16
     from unift.models import load_model
 
     model, tokenizer = load_model(MODEL)
     rows = [{"prompt": ex.prompt, "ground_truth": ex.ground_truth} for ex in _countdown_rows(RL_PROMPTS * steps)]
     timer = _StepTimer()
-    args = GRPOConfig(output_dir=str(tmp / "trl"), use_cpu=True, bf16=False, per_device_train_batch_size=RL_PROMPTS *
+    bf16 = cpu_has_fast_bf16()  # the precision unift's train.precision=auto runs at on this CPU
+    args = GRPOConfig(output_dir=str(tmp / "trl"), use_cpu=True, bf16=bf16, per_device_train_batch_size=RL_PROMPTS *
                       RL_GENERATIONS, num_generations=RL_GENERATIONS, max_completion_length=RL_MAX_NEW, beta=0.0,
                       max_steps=steps, learning_rate=1e-6, logging_steps=1, report_to=[], save_strategy="no",
                       temperature=1.0, gradient_accumulation_steps=1, seed=0)
     trainer = GRPOTrainer(model=model, processing_class=tokenizer, reward_funcs=rewards.countdown, args=args,
                           train_dataset=Dataset.from_list(rows), callbacks=[timer])
     trainer.train()
-    return {"step_s": _measured(timer.times)}
+    return {"step_s": _measured(timer.times), "precision": "bf16" if bf16 else "fp32"}
 
 
 def _sft_rows(tokenizer, n: int) -> list[dict]:
