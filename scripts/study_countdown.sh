@@ -22,14 +22,16 @@ bash scripts/restore_study_results.sh study-countdown runs/study-countdown
 bash scripts/restore_study_results.sh study-offline runs/study-offline
 $U compare configs/study_countdown.yaml --resume
 bash scripts/copy_study_results.sh runs/study-countdown study-countdown
-if [ ! -f runs/study-countdown/sft/seed0/final/config.json ] && [ ! -f $D/countdown_verified.jsonl ]; then
-  cp docs/results/study-offline/countdown_verified.jsonl $D/   # the sampling model's weights stayed behind
-else
+# the committed verified samples are the study's data; they are drawn again only where none are committed
+if [ ! -f $D/countdown_verified.jsonl ] && [ -f docs/results/study-offline/countdown_verified.jsonl ]; then
+  cp docs/results/study-offline/countdown_verified.jsonl docs/results/study-offline/countdown_verified.jsonl.summary.json $D/
+fi
+if [ ! -f $D/countdown_verified.jsonl ]; then
   $U sample --model runs/study-countdown/sft/seed0/final --data $D/countdown_train.jsonl --limit 400 --k 4 \
       --max-new-tokens 128 --out $D/countdown_verified.jsonl
+  mkdir -p docs/results/study-offline
+  cp $D/countdown_verified.jsonl $D/countdown_verified.jsonl.summary.json docs/results/study-offline/
 fi
-mkdir -p docs/results/study-offline
-cp $D/countdown_verified.jsonl.summary.json docs/results/study-offline/
 $U compare configs/study_offline.yaml --resume
 bash scripts/copy_study_results.sh runs/study-offline study-offline
 echo "raw results in docs/results/study-countdown and docs/results/study-offline"

@@ -230,3 +230,63 @@ def test_methods_runs_a_piece_of_a_study(tmp_path, countdown_jsonl, capsys):
     methods = json.loads((tmp_path / "study" / "results.json").read_text())["methods"]
     assert set(methods["dft"]["runs"]) == {"0"} and "generated" in methods["base"]["eval"]
     assert set(methods["sft-rft"]["runs"]) == {"0"}  # not run in this piece, reported from disk
+
+
+def test_a_restored_run_is_trained_again_for_a_new_evaluation_set(tmp_path, countdown_jsonl, capsys):
+    path = _study(tmp_path, countdown_jsonl, seeds=[0], validation={}, methods={"sft": {"method": "sft"}})
+    assert main(["compare", str(path)]) == 0
+    out = tmp_path / "study"
+    shutil.rmtree(out / "sft" / "seed0" / "final")
+    spec = yaml.safe_load(path.read_text())
+    spec["eval_sets"]["second"] = {"data": str(countdown_jsonl), "limit": 1, "max_new_tokens": 2}
+    path.write_text(yaml.safe_dump(spec))
+    capsys.readouterr()
+    assert main(["compare", str(path), "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "sft seed 0: its weights are needed and not on this machine: training it again" in said
+    assert (out / "eval" / "second" / "sft" / "seed0" / "records.jsonl").exists()
+    assert (out / "sft" / "seed0" / "final" / "config.json").exists()
+    # a done.json beside checkpoints and no final model is stale: that run is half-trained, not finished
+    from unift.study.runner import finished_elsewhere, weights_elsewhere
+    shutil.rmtree(out / "sft" / "seed0" / "final")
+    assert finished_elsewhere(out / "sft" / "seed0") and weights_elsewhere(str(out / "sft" / "seed0" / "final"))
+    (out / "sft" / "seed0" / "checkpoints").mkdir()
+    assert not finished_elsewhere(out / "sft" / "seed0")
+    assert not weights_elsewhere("smollm2-135m")
+
+
+def test_restore_script_brings_back_whole_folders_only_where_none_are(tmp_path):
+    src, runs = tmp_path / "results", tmp_path / "runs"
+    for rel, text in {"sft/seed0/config.yaml": "a", "sft/seed0/metrics.jsonl": "b", "sft/seed0/done.json": "c",
+                      "sft/seed1/config.yaml": "old", "sft/seed1/done.json": "old",
+                      "eval/generated/sft/seed0/results.json": "d", "eval/generated/sft/seed0/records.jsonl": "e",
+                      "eval/generated/sft/seed1/results.json": "torn", "results.json": "report",
+                      "outside_check/x.json": "f"}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    (runs / "sft" / "seed1").mkdir(parents=True)
+    (runs / "sft" / "seed1" / "config.yaml").write_text("here")  # a run in progress on this machine
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "restore_study_results.sh")
+    done = subprocess.run(["bash", script, str(src), str(runs)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "restored 2 run and evaluation folders" in done.stdout
+    assert sorted(p.relative_to(runs).as_posix() for p in runs.rglob("*") if p.is_file()) == [
+        "eval/generated/sft/seed0/records.jsonl", "eval/generated/sft/seed0/results.json",
+        "sft/seed0/config.yaml", "sft/seed0/done.json", "sft/seed0/metrics.jsonl", "sft/seed1/config.yaml"]
+    assert (runs / "sft" / "seed1" / "config.yaml").read_text() == "here"
+    missing = subprocess.run(["bash", script, str(tmp_path / "nope"), str(runs)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "is a folder" in missing.stderr and len(missing.stderr.splitlines()) == 1
+
+
+def test_a_start_model_restored_without_weights_is_a_one_line_error(tmp_path, countdown_jsonl, capsys):
+    elsewhere = tmp_path / "other" / "sft" / "seed0"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "done.json").write_text('{"weights": "abc"}\n')
+    path = _study(tmp_path, countdown_jsonl, seeds=[0], validation={}, methods={"dft": {"method": "dft"}})
+    spec = yaml.safe_load(path.read_text())
+    spec["base"]["model"] = str(elsewhere / "final")
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["compare", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "whose weights are not on this machine" in err and f"remove {elsewhere}" in err
+    assert len(err.splitlines()) == 1

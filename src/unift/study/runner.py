@@ -238,10 +238,11 @@ class StudyRunner:
             return
         seed, scores = self.study.cfg.seeds[0], []
         for c in range(len(m.candidates)):
-            done = self.study.runs / "eval" / "validation" / m.label(c) / f"seed{seed}" / "results.json"
-            if not done.exists():
+            final = str(Path(m.configs[(c, seed)].output_dir) / "final")
+            done = self.stored(m.label(c), seed, final, "validation")
+            if done is None:
                 return
-            scores.append(json.loads(done.read_text())["overall"]["pass@1"])
+            scores.append(done["overall"]["pass@1"])
         self.chosen[m.name] = max(range(len(scores)), key=lambda c: (scores[c], -c))
 
     def train_run(self, m: Method, c: int, seed: int, start: str, again: bool = False) -> str:
@@ -254,17 +255,21 @@ class StudyRunner:
         self.trained_by[str(out / "final")] = (m, c, seed, start)
         if (out / "config.yaml").exists():
             check_same_config(cfg, out / "config.yaml")
-        if again:
-            print(f"[compare] {m.label(c)} seed {seed}: its weights are needed and not on this machine: "
-                  f"training it again", flush=True)
-            shutil.rmtree(out)
-        if (out / "final" / "config.json").exists():
+        if not again and (out / "final" / "config.json").exists():
             print(f"[compare] {m.label(c)} seed {seed}: reusing {out / 'final'}", flush=True)
-        elif (out / DONE).exists():
+        elif not again and finished_elsewhere(out):
             print(f"[compare] {m.label(c)} seed {seed}: reusing its results (weights not on this machine)", flush=True)
             return str(out / "final")
         else:
             self.ensure_weights(start)
+            if weights_elsewhere(start):
+                raise UserError(f"{m.label(c)} seed {seed} starts from {start}, whose weights are not on this "
+                                f"machine (its study's results were restored without them): remove "
+                                f"{Path(start).parent} and run its study again with --resume")
+            if again:
+                print(f"[compare] {m.label(c)} seed {seed}: its weights are needed and not on this machine: "
+                      f"training it again", flush=True)
+                shutil.rmtree(out)
             cfg.resume = latest_checkpoint(out) is not None if out.exists() else False
             print(f"[compare] {m.label(c)} seed {seed}: {'resuming' if cfg.resume else 'training'} "
                   f"({cfg.method}, {m.own.examples} examples)", flush=True)
@@ -273,31 +278,55 @@ class StudyRunner:
         return str(out / "final")
 
     def ensure_weights(self, model: str) -> None:
-        """A study run's final model whose weights are not here (see train_run) is trained again."""
-        if model in self.trained_by and not (Path(model) / "config.json").exists():
-            self.train_run(*self.trained_by[model], again=True)
+        """A study run's final model whose weights are not here (see train_run) is trained again. Where the
+        new weights differ from the ones its results were measured on (another machine, RL sampling), its
+        evaluations on disk are redone, so no set reports the old weights beside the new."""
+        if model not in self.trained_by or not weights_elsewhere(model):
+            return
+        m, c, seed, start = self.trained_by[model]
+        was = weights_id(model)
+        self.train_run(m, c, seed, start, again=True)
+        if weights_id(model) != was:
+            print(f"[compare] {m.label(c)} seed {seed}: trained again to other weights than before: its "
+                  f"evaluations are redone; runs that started from the old weights are kept", flush=True)
+            evals = self.study.runs / "eval"
+            sets = [n for n in _all_sets(self.study) if (evals / n / m.label(c) / f"seed{seed}").is_dir()]
+            self.evaluate_all(m.label(c), seed, model, sets)
 
     def evaluate_all(self, label: str, seed: int, model: str, sets: list[str]) -> None:
         for name in sets:
             r = self.evaluate(label, seed, model, name)
             print(f"[compare] {label} seed {seed} on {name}: pass@1 {100 * r['overall']['pass@1']:.1f}%", flush=True)
 
+    def key(self, model: str, set_name: str) -> dict[str, Any]:
+        """What an evaluation on disk must have been made of to be read back."""
+        reward = self.study.cfg.base.get("reward") or {}
+        return {"set": vars(_all_sets(self.study)[set_name]), "protocol": self.study.protocol, "model": model,
+                "weights": weights_id(model), "precision": self.precision,
+                **({"reward": reward} if reward.get("funcs") else {})}
+
+    def stored(self, label: str, seed: int, model: str, set_name: str) -> dict[str, Any] | None:
+        """The evaluation of `model` on a set, if it is on disk, whole, for the same weights."""
+        out = self.study.runs / "eval" / set_name / label / f"seed{seed}"
+        if not (out / "results.json").exists() or not (out / "records.jsonl").exists():
+            return None
+        try:
+            done = json.loads((out / "results.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return None  # a torn write: redone
+        return done if done.get("study_key") == self.key(model, set_name) else None
+
     def evaluate(self, label: str, seed: int, model: str, set_name: str) -> dict[str, Any]:
         """The evaluation of `model` on a set, read back if it is on disk for the same weights."""
-        s = _all_sets(self.study)[set_name]
-        out = self.study.runs / "eval" / set_name / label / f"seed{seed}"
-        reward = self.study.cfg.base.get("reward") or {}
-        base, precision = self.study.cfg.base, self.precision
-        key = {"set": vars(s), "protocol": self.study.protocol, "model": model, "weights": weights_id(model),
-               "precision": precision,
-               **({"reward": reward} if reward.get("funcs") else {})}
-        if (out / "results.json").exists() and (out / "records.jsonl").exists():
-            done = json.loads((out / "results.json").read_text())
-            if done.get("study_key") == key:
-                return done
-        if model in self.trained_by and not (Path(model) / "config.json").exists():
+        done = self.stored(label, seed, model, set_name)
+        if done is not None:
+            return done
+        if model in self.trained_by and weights_elsewhere(model):
             self.ensure_weights(model)
             return self.evaluate(label, seed, model, set_name)
+        s = _all_sets(self.study)[set_name]
+        out = self.study.runs / "eval" / set_name / label / f"seed{seed}"
+        base, precision, key = self.study.cfg.base, self.precision, self.key(model, set_name)
         started = time.perf_counter()
         r = evaluate_model(model, self.eval_data[set_name], protocol=self.study.protocol,
                            max_new_tokens=s.max_new_tokens, batch_size=s.batch_size,
@@ -322,11 +351,24 @@ def finish_run(run_dir: Path) -> None:
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
 
 
+def finished_elsewhere(run_dir: Path) -> bool:
+    """The run finished (its DONE record) but its final model is not here. A DONE record beside
+    checkpoints and no final model is stale (finish_run deletes them): that run is half-trained."""
+    return (run_dir / DONE).exists() and not (run_dir / "final" / "config.json").exists() \
+        and not (run_dir / "checkpoints").exists()
+
+
+def weights_elsewhere(model: str) -> bool:
+    """`model` is a study run's final model that finished on another machine (see finished_elsewhere)."""
+    path = Path(model)
+    return path.name == "final" and finished_elsewhere(path.parent)
+
+
 def weights_id(model: str) -> str:
     """sha256 of a model directory's weight files (a name such as smollm2-135m stands for itself); for a
     study run's final model that is not on this machine, the id its DONE record saved."""
     path = Path(model)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
-    if not files and (path.parent / DONE).exists():
+    if weights_elsewhere(model):
         return json.loads((path.parent / DONE).read_text())["weights"]
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
     return ",".join(sha256(f)[:16] for f in files) or model
