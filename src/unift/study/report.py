@@ -109,9 +109,12 @@ def paired_all(study: Study, arrays: dict) -> dict[str, Any]:
     return out
 
 
+DONE = "done.json"  # in a run directory: the run finished; {"weights": the final model's weights_id}
+
+
 def run_finished(run: Path) -> bool:
-    """Its final model is here, or its done.json says it finished elsewhere (unift.study.runner)."""
-    return (run / "final" / "config.json").exists() or (run / "done.json").exists()
+    """Its final model is here, or its DONE record says it finished elsewhere (unift.study.runner)."""
+    return (run / "final" / "config.json").exists() or (run / DONE).exists()
 
 
 def run_info(run: Path) -> dict[str, Any]:

@@ -43,7 +43,7 @@ from unift.errors import UserError
 from unift.evaluate import evaluate_model, write_report
 from unift.files import create_dir, sha256, write_atomic
 from unift.scoring import Scorer
-from unift.study.report import write_study_report
+from unift.study.report import DONE, write_study_report
 from unift.study.spec import EvalSet, Method, Study, read_study
 from unift.tasks.base import Example
 from unift.train.checkpoint import latest_checkpoint
@@ -53,7 +53,6 @@ from unift.train.rl_loop import train_rl
 # may differ between a run's first start and its resumption without changing what it trains: resume is
 # set by the runner, a run directory moved into place keeps what it trained, and checkpointing and the
 # log sinks do not touch the weights
-DONE = "done.json"  # in a run directory: the run finished; {"weights": the final model's weights_id}
 IGNORED_KEYS = ("resume", "output_dir", "checkpoint.every", "checkpoint.keep_last", "log.progress",
                 "log.tensorboard", "log.wandb")
 
