@@ -106,7 +106,7 @@ def test_a_run_of_an_older_unift_or_moved_elsewhere_is_the_same_run(tmp_path, co
         check_same_config(cfg, saved)
 
 
-def test_the_full_studys_configs_reuse_the_first_studys_runs(monkeypatch):
+def test_the_full_studys_configs_reuse_the_first_studys_runs_except_dft_from_base(monkeypatch):
     from conftest import REPO
 
     from unift.config import to_dict
@@ -117,13 +117,20 @@ def test_the_full_studys_configs_reuse_the_first_studys_runs(monkeypatch):
     long = read_study("configs/study_long.yaml")
     dft = read_study("configs/study_dft_base.yaml")
     for study in (variants, long, dft):
-        assert study.runs == first.out and study.out != first.out and study.cfg.seeds == [0, 1, 2]
-        assert {k: vars(v) for k, v in study.eval_sets.items()} == {k: vars(v) for k, v in first.eval_sets.items()}
+        assert study.out != first.out and study.cfg.seeds == [0, 1, 2]
         assert vars(study.cfg.validation) == vars(first.cfg.validation)
-    # a method of the same name is the same run (same config, same directory): reused, not trained again
+    for study in (variants, long):
+        assert study.runs == first.out
+        assert {k: vars(v) for k, v in study.eval_sets.items()} == {k: vars(v) for k, v in first.eval_sets.items()}
+    # DFT from the base model trains its own SFT runs (same machine as DFT's) and adds the harder set `mixed`
+    assert dft.runs == dft.out and list(dft.eval_sets) == ["generated", "official", "mixed"]
+    assert {k: vars(dft.eval_sets[k]) for k in first.eval_sets} == {k: vars(v) for k, v in first.eval_sets.items()}
+    # a method of the same name is the same run config as the first study's
     for study, shared in ((variants, "uft"), (dft, "sft")):
         for seed in (0, 1, 2):
-            assert to_dict(study.methods[shared].configs[(0, seed)]) == to_dict(first.methods[shared].configs[(0, seed)])
+            a, b = to_dict(study.methods[shared].configs[(0, seed)]), to_dict(first.methods[shared].configs[(0, seed)])
+            assert {**a, "output_dir": None} == {**b, "output_dir": None}
+            assert (a["output_dir"] == b["output_dir"]) == (study is variants)
     assert {n: m.budget.examples for n, m in variants.methods.items() if n != "base"} == dict.fromkeys(
         ("uft", "uft-beta0.001", "uft-no-answer-piece", "uft-official-normalizer", "uft-hint-dft", "uft-adaptive",
          "r3", "staged"), 320)
