@@ -139,7 +139,7 @@ def test_the_full_studys_configs_reuse_the_first_studys_runs_except_dft_from_bas
     assert {n: m.budget.examples for n, m in long.methods.items()} == {
         "base": 0, "sft60": 960, "rft60": 960, "uft60": 960, "sft60-rft60": 1920}
     assert long.methods["uft60"].configs[(0, 1)].hints.t_hint == 60
-    assert len(dft.methods["dft-floor"].candidates) == 2 and dft.focus == "dft"
+    assert len(dft.methods["dft-floor"].candidates) == 2 and dft.focus == "sft"
     names = {first.methods[n].label(0) for n in first.methods} & {
         s.methods[n].label(0) for s in (long,) for n in s.methods}
     assert names == {"base"}  # the 60-step runs have names of their own
