@@ -2,10 +2,11 @@
 
 The study's harder set `mixed` (docs/experiments.md section C.2) mixes three- and four-number problems;
 its four-number half says whether a method learnt to go beyond the length of chain it was taught. This
-reads each evaluation's records.jsonl (its `row` is the line of the data file) and the data file's
-`ground_truth.numbers`, and prints one line per method and seed, then each method's total over its seeds:
+reads each evaluation's records.jsonl (its `row` is the line of the data file; greedy responses only,
+solved = reward >= CORRECT_SCORE, as in unift.study.report) and the data file's `ground_truth.numbers`,
+and prints one line per method and seed, then each method's total over its seeds:
 
-    python scripts/split_by_numbers.py runs/data/countdown34_test200.jsonl runs/study-dft-base/eval/mixed
+    .venv/bin/python scripts/split_by_numbers.py runs/data/countdown34_test200.jsonl runs/study-dft-base/eval/mixed
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+from unift.tasks.base import CORRECT_SCORE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     for records in sorted(args.evals.glob("*/seed*/records.jsonl")):
         label, seed = records.parent.parent.name, records.parent.name
         counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # numbers -> [solved, problems]
-        for line in records.open():
-            rec = json.loads(line)
+        for rec in map(json.loads, records.read_text().splitlines()):
+            if rec.get("sample") is not None:  # a sampled response: pass@1 counts the greedy one, as the report does
+                continue
             n = sizes[rec["row"]]
-            counts[n][0] += rec["reward"] == 1.0
+            counts[n][0] += rec["reward"] >= CORRECT_SCORE
             counts[n][1] += 1
         cells = []
         for n in sorted(counts):
