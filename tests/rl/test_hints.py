@@ -141,6 +141,26 @@ def test_adaptive_ema_tolerance_and_limit():
         hints.update("unseen", 1, 0.5)
 
 
+def test_adaptive_population_start_adapts_a_single_pass():
+    # every step brings 4 prompts never seen before (each prompt is seen once, as in a 20-step study run
+    # over 2,000 problems); a prompt of 4 chunks is solved with 2 or more chunks, not with fewer
+    hints = AdaptiveHints(target=0.5, alpha=0.5)
+    firsts = []
+    for step in range(8):
+        ids = [f"s{step}p{i}" for i in range(4)]
+        chosen = [hints.choose(pid, 4) for pid in ids]
+        assert len(set(chosen)) == 1
+        firsts.append(chosen[0])
+        hints.update_step([(pid, k, 1.0 if k >= 2 else 0.0) for pid, k in zip(ids, chosen)])
+    # full, then one chunk less per step while solved, then around the 2-chunk threshold: not full forever
+    assert firsts == [4, 3, 2, 1, 2, 1, 2, 1]
+    assert hints.summary()["population_fraction"] == pytest.approx(0.5)
+    # prompts without chunks do not move the population start
+    hints.choose("bare", 0)
+    hints.update_step([("bare", 0, 1.0)])
+    assert hints.population_fraction == pytest.approx(0.5)
+
+
 def test_adaptive_state_round_trip_and_summary():
     hints = AdaptiveHints()
     run_staircase(hints, "a", 5, lambda c: 1.0, 3)      # levels 5, 4, 3 -> now 2
@@ -158,6 +178,16 @@ def test_adaptive_state_round_trip_and_summary():
     assert s["frac_no_hint"] == pytest.approx(1 / 3)
     assert s["mean_success_ema"] == pytest.approx(0.0)   # only prompt 7 has an ema at its level (0.0)
     assert AdaptiveHints().summary()["mean_chunk_fraction"] == 0.0
+    # the population start survives the round trip; a version-1 state (none saved) starts unseen prompts full
+    hints.update_step([("a", 2, 1.0)])
+    restored = AdaptiveHints()
+    restored.load_state_dict(json.loads(json.dumps(hints.state_dict())))
+    assert restored.population_fraction == pytest.approx(1 / 5) and restored.choose("new", 5) == 1
+    old = {k: v for k, v in hints.state_dict().items() if k != "population_fraction"} | {"version": 1}
+    restored.load_state_dict(old)
+    assert restored.population_fraction == 1.0 and restored.choose("newer", 5) == 5
+    with pytest.raises(ValueError):
+        restored.load_state_dict(old | {"version": 3})
 
 
 def test_with_answer_piece():

@@ -89,8 +89,7 @@ class HintSchedule:
     def observe(self, ids: list[int], hints: StepHints, success: list[float]) -> None:
         """Per prompt position: the fraction of its group that solved it (adaptive hints learn from it)."""
         if self.adaptive is not None:
-            for i, k, rate in zip(ids, hints.chunks, success):
-                self.adaptive.update(i, k, rate)
+            self.adaptive.update_step(list(zip(ids, hints.chunks, success)))
 
     def metrics(self, step: int, hints: StepHints, hint_tokens: list[int]) -> dict[str, Any]:
         """Hint metrics of the update after `step` completed steps."""

@@ -153,8 +153,12 @@ class AdaptiveHints:
 
     Rule (a 1-up-1-down staircase, Levitt 1971, which settles where P(success) = target for
     target 0.5; SEELE, arXiv 2509.06923, applies the same idea to hint lengths):
-    - an unseen prompt of num chunks starts at round(start_fraction * num) chunks (full hint by
-      default), so a prompt the model cannot solve still yields rewarded rollouts;
+    - an unseen prompt of num chunks starts at round(f * num) chunks, where f, the population
+      fraction, is start_fraction (full hint by default, so a prompt the model cannot solve still
+      yields rewarded rollouts) until a step is observed with `update_step`, and from then on the
+      mean fraction level/num that the last step's prompts moved to. A run that sees each prompt
+      once (20 steps x 16 prompts of 2,000) thus still adapts: the staircase runs over the
+      population, and per prompt wherever a prompt comes back;
     - after a step, `update(prompt_id, chunks_used, success_rate)` folds the group's success rate
       (e.g. fraction of rollouts with reward 1.0) into an exponential moving average kept per
       (prompt, chunk level): ema <- (1 - alpha) * ema + alpha * success (the first observation
@@ -176,6 +180,7 @@ class AdaptiveHints:
         self.alpha = alpha
         self.start_fraction = start_fraction
         self.tolerance = tolerance
+        self.population_fraction = start_fraction   # where unseen prompts start (see the rule)
         # prompt id -> {"level": int, "num": int, "ema": {chunks: float}}
         self._prompts: dict[PromptId, dict[str, Any]] = {}
 
@@ -183,7 +188,7 @@ class AdaptiveHints:
         """Chunks to reveal for this prompt now (registers unseen prompts). 0..min(num_chunks, limit)."""
         rec = self._prompts.get(prompt_id)
         if rec is None:
-            rec = {"level": math.floor(self.start_fraction * num_chunks + 0.5), "num": num_chunks, "ema": {}}
+            rec = {"level": math.floor(self.population_fraction * num_chunks + 0.5), "num": num_chunks, "ema": {}}
             self._prompts[prompt_id] = rec
         rec["num"] = num_chunks
         rec["level"] = min(max(rec["level"], 0), num_chunks)
@@ -206,6 +211,15 @@ class AdaptiveHints:
             level += 1
         rec["level"] = min(max(level, 0), rec["num"])
 
+    def update_step(self, results: Sequence[tuple[PromptId, int, float]]) -> None:
+        """`update` for each (prompt, chunks used, success rate) of one step; then unseen prompts
+        start at the mean fraction level/num those prompts (with num > 0) moved to."""
+        for prompt_id, chunks_used, success_rate in results:
+            self.update(prompt_id, chunks_used, success_rate)
+        moved = [self._prompts[pid] for pid, _, _ in results if self._prompts[pid]["num"] > 0]
+        if moved:
+            self.population_fraction = sum(r["level"] / r["num"] for r in moved) / len(moved)
+
     def summary(self) -> dict[str, float]:
         """Statistics over known prompts: count, mean chunk fraction level/num (prompts with
         num > 0), mean chunks, fraction of prompts at no hint, mean success ema at the current level."""
@@ -220,13 +234,15 @@ class AdaptiveHints:
             "mean_chunks": sum(r["level"] for r in recs) / n if n else 0.0,
             "frac_no_hint": sum(r["level"] == 0 for r in recs) / n if n else 0.0,
             "mean_success_ema": sum(emas) / len(emas) if emas else 0.0,
+            "population_fraction": self.population_fraction,
         }
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state. Prompts are a list of [id, level, num, [[chunks, ema], ...]]
         so int and str ids survive a JSON round trip."""
         return {
-            "version": 1,
+            "version": 2,
+            "population_fraction": self.population_fraction,
             "config": {"target": self.target, "alpha": self.alpha,
                        "start_fraction": self.start_fraction, "tolerance": self.tolerance},
             "prompts": [[pid, r["level"], r["num"], [[c, e] for c, e in sorted(r["ema"].items())]]
@@ -236,8 +252,10 @@ class AdaptiveHints:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore per-prompt state from `state_dict()` output. The hyperparameters stay those this
         object was built with (they come from the run's config); the saved ones are informational."""
-        if state.get("version") != 1:
+        if state.get("version") not in (1, 2):
             raise ValueError(f"unsupported AdaptiveHints state version {state.get('version')!r}")
+        # version 1 (before the population start) had none: its unseen prompts started at start_fraction
+        self.population_fraction = float(state.get("population_fraction", self.start_fraction))
         self._prompts = {
             pid: {"level": int(level), "num": int(num), "ema": {int(c): float(e) for c, e in ema}}
             for pid, level, num, ema in state["prompts"]
