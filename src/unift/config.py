@@ -136,9 +136,8 @@ class HintConfig:
     """UFT hints: a prefix of the reference solution, shrinking over training (Liu et al. 2025)."""
 
     schedule: str = _f("cosine", "cosine (UFT), uniform (R3), staged (official stage baseline), "
-                                 "adaptive (per-prompt, keeps success near adaptive_target; an unseen prompt "
-                                 "starts where the last step's prompts moved to), none (no hints); "
-                                 "method=rft sets none and method=r3 uniform",
+                                 "adaptive (per-prompt success near adaptive_target; new prompts start where the "
+                                 "last step's moved to), none; method=rft sets none, method=r3 uniform",
                        choices=HINT_SCHEDULES)
     p_high: float = _f(0.95, "hint fraction p(t) at the start of the cosine")
     p_low: float = _f(0.05, "hint fraction p(t) at step t_hint; 0 afterwards")
