@@ -89,6 +89,7 @@ class VLLMEngine:
     def sync_weights(self) -> None:
         """Push the policy's current weights into vLLM (in memory), then drop stale KV blocks."""
         self._worker().reload_weights(weights_iterator=policy_weights(self.policy))
+        _retie_lm_head(self._worker().model_runner.model)
         self.llm.reset_prefix_cache()
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
@@ -115,6 +116,21 @@ class VLLMEngine:
         if client is not None and hasattr(client, "shutdown"):
             client.shutdown()
         self._tmp.cleanup()
+
+
+def _retie_lm_head(model) -> None:
+    """A tied LM head (SmolLM2, Qwen2.5 <= 3B) must follow the embedding it shares.
+
+    vLLM's in-place reload gives the embedding a new tensor but leaves the head on the old one, and
+    on CPU on a GEMM handle packed from it ("ParallelLMHead: Failed to load weights"): the sampler
+    would score every token with the starting model's output layer. Point the head at the
+    embedding again and let its method re-pack it."""
+    head = getattr(model, "lm_head", None)
+    embed = getattr(getattr(model, "model", None), "embed_tokens", None)
+    if head is None or embed is None or not getattr(getattr(model, "config", None), "tie_word_embeddings", False):
+        return
+    head.weight = embed.weight
+    head.quant_method.process_weights_after_loading(head)
 
 
 def _sampled_logprobs(out) -> list[float]:
