@@ -88,8 +88,9 @@ class VLLMEngine:
     @torch.no_grad()
     def sync_weights(self) -> None:
         """Push the policy's current weights into vLLM (in memory), then drop stale KV blocks."""
-        self._worker().reload_weights(weights_iterator=policy_weights(self.policy))
-        _retie_lm_head(self._worker().model_runner.model)
+        worker = self._worker()
+        worker.reload_weights(weights_iterator=policy_weights(self.policy))
+        _retie_lm_head(worker.model_runner.model)
         self.llm.reset_prefix_cache()
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
